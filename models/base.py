@@ -1,0 +1,50 @@
+"""The one JSON codec of the contract.
+
+Records are decoded with pydantic's JSON parser in strict mode: a wrong type is
+an error, never coerced (``"true"`` is not a bool, ``1`` is not a string).
+Unknown fields are ignored for forward compatibility. Timestamps must carry a
+zone.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, ValidationError
+
+T = TypeVar("T", bound="ContractModel")
+
+# Ids are non-empty strings; a bound keeps a hostile record from filling the database.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=2000)]
+Timestamp = AwareDatetime
+
+
+class ContractModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class DecodeError(ValueError):
+    """A record that is not a valid instance of its contract model."""
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in item["loc"]) or "(record)"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def decode(model: type[T], raw: bytes | None) -> T:
+    """Decode one record value, raising DecodeError with a human-readable reason."""
+    if raw is None:
+        raise DecodeError("record has no value (tombstone or null)")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise DecodeError(f"invalid {model.__name__}: {_describe(error)}") from None
+
+
+def encode(record: ContractModel) -> bytes:
+    return record.model_dump_json().encode()

@@ -1,0 +1,77 @@
+"""The one configuration object of the service.
+
+Every knob is an environment variable with the ``SUSPENSIONS_`` prefix. The
+defaults serve the local broker (Tansu: no idempotent producer, short group
+timeouts); ``docker-compose.yml`` sets the production values for Apache Kafka.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUSPENSIONS_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/suspensions"
+
+    # Producer: idempotence must be off on the local broker (InitProducerId fails there).
+    kafka_enable_idempotence: bool = False
+    kafka_acks: str = "all"
+    kafka_linger_ms: int = 5
+    kafka_request_timeout_ms: int = 30_000
+    # Group membership: Tansu joins in about half the session timeout.
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 2_000
+    kafka_rebalance_timeout_ms: int = 20_000
+    kafka_max_poll_interval_ms: int = 300_000
+
+    # Topic creation.
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+
+    # Batching of the aiokafka workers.
+    batch_max_records: int = Field(default=2_000, ge=1)
+    batch_timeout_ms: int = Field(default=50, ge=0)
+
+    # Consumer groups, one per worker.
+    triggers_group: str = "suspensions-triggers"
+    state_group: str = "suspensions-state"
+    billing_group: str = "suspensions-billing"
+
+    # Retry of transient failures (PostgreSQL or broker unavailable).
+    retry_initial_backoff_s: float = 0.2
+    retry_max_backoff_s: float = 5.0
+
+    # HTTP endpoint of /metrics, /healthz and /readyz; 0 disables it.
+    http_port: int = Field(default=0, ge=0, le=65535)
+    shutdown_grace_s: float = 30.0
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "INFO"
+
+    def producer_options(self) -> dict[str, object]:
+        return {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "acks": "all" if self.kafka_acks == "all" else int(self.kafka_acks),
+            "enable_idempotence": self.kafka_enable_idempotence,
+            "linger_ms": self.kafka_linger_ms,
+            "request_timeout_ms": self.kafka_request_timeout_ms,
+            "max_batch_size": 256 * 1024,
+        }
+
+    def consumer_options(self, group_id: str | None) -> dict[str, object]:
+        return {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
+            "rebalance_timeout_ms": self.kafka_rebalance_timeout_ms,
+            "max_poll_interval_ms": self.kafka_max_poll_interval_ms,
+            "request_timeout_ms": self.kafka_request_timeout_ms,
+            "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            "fetch_max_bytes": 16 * 1024 * 1024,
+        }

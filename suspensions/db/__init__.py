@@ -1,0 +1,1 @@
+"""PostgreSQL at the edge: migrations, connections and the repository (all SQL lives here)."""

@@ -1,0 +1,293 @@
+"""Every SQL statement of the service, behind small functions that take a connection.
+
+Batch statements use ``unnest`` over arrays so a whole batch is one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+from models import Reason
+from workers.state.transitions import CustomerState
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    record_id: str  # travels as a header so consumers can deduplicate
+    source_partition: int
+    event_time: float | None = None  # for the latency metric only; not stored
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    command_id: str
+    customer_id: str
+    space_id: str
+    action: str
+    reason: str
+    actor: str
+    note: str | None
+    cause_topic: str | None
+    cause_event_id: str | None
+    missed_invoices: str | None
+    issued_at: datetime
+    applied_at: datetime
+    outcome: str
+    version_after: int
+    source_partition: int
+    source_offset: int
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    job_id: str
+    customer_id: str
+    space_id: str
+    contract_id: str
+    amount: str
+    currency: str
+    status: str
+    suspension_version: int | None
+    job: str
+    decided_at: datetime
+
+
+STATE_COLUMNS = (
+    "customer_id, space_id, suspended, reasons, suspended_at, lifted_at, version, updated_at, last_command_id"
+)
+
+
+def _state_from_row(row: asyncpg.Record) -> CustomerState:
+    return CustomerState(
+        customer_id=row["customer_id"],
+        space_id=row["space_id"],
+        suspended=row["suspended"],
+        reasons=tuple(Reason(reason) for reason in row["reasons"]),
+        suspended_at=row["suspended_at"],
+        lifted_at=row["lifted_at"],
+        version=row["version"],
+        updated_at=row["updated_at"],
+        last_command_id=row["last_command_id"],
+    )
+
+
+# --- state worker ---------------------------------------------------------------------------
+
+
+async def lock_states(conn: asyncpg.Connection, customer_ids: Iterable[str], *, share: bool = False) -> dict[str, CustomerState]:
+    """Read and lock the stored states; always in customer id order, so two batches never deadlock."""
+    mode = "FOR SHARE" if share else "FOR UPDATE"
+    rows = await conn.fetch(
+        f"SELECT {STATE_COLUMNS} FROM customer_state WHERE customer_id = ANY($1::text[]) "
+        f"ORDER BY customer_id {mode}",
+        sorted(set(customer_ids)),
+    )
+    return {row["customer_id"]: _state_from_row(row) for row in rows}
+
+
+async def processed_among(conn: asyncpg.Connection, command_ids: Iterable[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT command_id FROM processed_commands WHERE command_id = ANY($1::text[])", list(set(command_ids))
+    )
+    return {row["command_id"] for row in rows}
+
+
+async def upsert_states(conn: asyncpg.Connection, states: Sequence[CustomerState]) -> None:
+    if not states:
+        return
+    await conn.execute(
+        f"""
+        INSERT INTO customer_state ({STATE_COLUMNS})
+        SELECT customer_id, space_id, suspended,
+               CASE WHEN reasons = '' THEN '{{}}'::text[] ELSE string_to_array(reasons, ',') END,
+               suspended_at, lifted_at, version, updated_at, last_command_id
+        FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::timestamptz[],
+                    $6::timestamptz[], $7::bigint[], $8::timestamptz[], $9::text[])
+             AS t(customer_id, space_id, suspended, reasons, suspended_at, lifted_at, version,
+                  updated_at, last_command_id)
+        ON CONFLICT (customer_id) DO UPDATE SET
+            suspended = EXCLUDED.suspended, reasons = EXCLUDED.reasons,
+            suspended_at = EXCLUDED.suspended_at, lifted_at = EXCLUDED.lifted_at,
+            version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
+            last_command_id = EXCLUDED.last_command_id
+        WHERE customer_state.version < EXCLUDED.version
+        """,
+        [s.customer_id for s in states],
+        [s.space_id for s in states],
+        [s.suspended for s in states],
+        [",".join(s.reasons) for s in states],
+        [s.suspended_at for s in states],
+        [s.lifted_at for s in states],
+        [s.version for s in states],
+        [s.updated_at for s in states],
+        [s.last_command_id for s in states],
+    )
+
+
+async def insert_history(conn: asyncpg.Connection, rows: Sequence[HistoryRow]) -> None:
+    if not rows:
+        return
+    await conn.copy_records_to_table(
+        "command_history",
+        records=[
+            (r.command_id, r.customer_id, r.space_id, r.action, r.reason, r.actor, r.note, r.cause_topic,
+             r.cause_event_id, r.missed_invoices, r.issued_at, r.applied_at, r.outcome, r.version_after,
+             r.source_partition, r.source_offset)
+            for r in rows
+        ],
+        columns=[
+            "command_id", "customer_id", "space_id", "action", "reason", "actor", "note", "cause_topic",
+            "cause_event_id", "missed_invoices", "issued_at", "applied_at", "outcome", "version_after",
+            "source_partition", "source_offset",
+        ],
+    )
+
+
+async def mark_processed(conn: asyncpg.Connection, outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
+    if not outcomes:
+        return
+    await conn.execute(
+        "INSERT INTO processed_commands (command_id, outcome, processed_at) "
+        "SELECT id, outcome, $3 FROM unnest($1::text[], $2::text[]) AS t(id, outcome) "
+        "ON CONFLICT (command_id) DO NOTHING",
+        [command_id for command_id, _ in outcomes],
+        [outcome for _, outcome in outcomes],
+        at,
+    )
+
+
+async def settle_dropped_jobs(
+    conn: asyncpg.Connection, customer_id: str, status: str, command_id: str, at: datetime
+) -> list[str]:
+    """Mark the jobs dropped during the suspension that just ended; returns their job texts."""
+    rows = await conn.fetch(
+        "UPDATE invoice_decisions SET status = $2, settled_at = $4, settled_by_command = $3 "
+        "WHERE customer_id = $1 AND status = 'dropped' RETURNING job, decided_at",
+        customer_id, status, command_id, at,
+    )
+    return [row["job"] for row in sorted(rows, key=lambda row: row["decided_at"])]
+
+
+# --- billing worker -------------------------------------------------------------------------
+
+
+async def decided_jobs(conn: asyncpg.Connection, job_ids: Iterable[str]) -> set[str]:
+    rows = await conn.fetch("SELECT job_id FROM invoice_decisions WHERE job_id = ANY($1::text[])", list(set(job_ids)))
+    return {row["job_id"] for row in rows}
+
+
+async def insert_decisions(conn: asyncpg.Connection, rows: Sequence[DecisionRow]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        """
+        INSERT INTO invoice_decisions (job_id, customer_id, space_id, contract_id, amount, currency, status,
+                                       suspension_version, job, decided_at)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::text[],
+                             $7::text[], $8::bigint[], $9::text[], $10::timestamptz[])
+        ON CONFLICT (job_id) DO NOTHING
+        """,
+        [r.job_id for r in rows], [r.customer_id for r in rows], [r.space_id for r in rows],
+        [r.contract_id for r in rows], [Decimal(r.amount) for r in rows], [r.currency for r in rows],
+        [r.status for r in rows], [r.suspension_version for r in rows], [r.job for r in rows],
+        [r.decided_at for r in rows],
+    )
+
+
+# --- outbox ---------------------------------------------------------------------------------
+
+
+async def insert_outbox(conn: asyncpg.Connection, source_topic: str, records: Sequence[OutboxRecord]) -> list[int]:
+    if not records:
+        return []
+    rows = await conn.fetch(
+        "INSERT INTO outbox (source_topic, source_partition, topic, key, value, record_id) "
+        "SELECT $1, * FROM unnest($2::int[], $3::text[], $4::bytea[], $5::bytea[], $6::text[]) "
+        "RETURNING id",
+        source_topic,
+        [r.source_partition for r in records], [r.topic for r in records], [r.key for r in records],
+        [r.value for r in records], [r.record_id for r in records],
+    )
+    return [row["id"] for row in rows]
+
+
+async def pending_outbox(
+    conn: asyncpg.Connection, source_topic: str, partitions: Iterable[int]
+) -> list[tuple[int, OutboxRecord]]:
+    rows = await conn.fetch(
+        "SELECT id, source_partition, topic, key, value, record_id FROM outbox "
+        "WHERE source_topic = $1 AND source_partition = ANY($2::int[]) ORDER BY id",
+        source_topic, list(partitions),
+    )
+    return [
+        (row["id"], OutboxRecord(row["topic"], row["key"], row["value"], row["record_id"], row["source_partition"]))
+        for row in rows
+    ]
+
+
+async def delete_outbox(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+    if ids:
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", list(ids))
+
+
+# --- queries for operators ------------------------------------------------------------------
+
+
+async def customer_state(conn: asyncpg.Connection, customer_id: str) -> CustomerState | None:
+    row = await conn.fetchrow(f"SELECT {STATE_COLUMNS} FROM customer_state WHERE customer_id = $1", customer_id)
+    return None if row is None else _state_from_row(row)
+
+
+async def customer_history(conn: asyncpg.Connection, customer_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT command_id, space_id, action, reason, actor, note, cause_topic, cause_event_id, missed_invoices, "
+        "issued_at, applied_at, outcome, version_after FROM command_history WHERE customer_id = $1 ORDER BY id",
+        customer_id,
+    )
+
+
+async def space_states(
+    conn: asyncpg.Connection, space_id: str, *, suspended_only: bool, limit: int
+) -> list[CustomerState]:
+    rows = await conn.fetch(
+        f"SELECT {STATE_COLUMNS} FROM customer_state WHERE space_id = $1 AND ($2 = false OR suspended) "
+        "ORDER BY customer_id LIMIT $3",
+        space_id, suspended_only, limit,
+    )
+    return [_state_from_row(row) for row in rows]
+
+
+async def command_applied(conn: asyncpg.Connection, command_id: str) -> str | None:
+    """The outcome of a processed command, or None while it is not processed."""
+    return await conn.fetchval("SELECT outcome FROM processed_commands WHERE command_id = $1", command_id)
+
+
+async def invoice_decisions(
+    conn: asyncpg.Connection, *, space_id: str | None, customer_id: str | None, statuses: Sequence[str], limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT job_id, customer_id, space_id, contract_id, amount, currency, status, suspension_version, "
+        "decided_at, settled_at FROM invoice_decisions "
+        "WHERE status = ANY($1::text[]) AND ($2::text IS NULL OR space_id = $2) "
+        "AND ($3::text IS NULL OR customer_id = $3) ORDER BY decided_at, job_id LIMIT $4",
+        list(statuses), space_id, customer_id, limit,
+    )
+
+
+async def invoice_totals(
+    conn: asyncpg.Connection, *, space_id: str | None, customer_id: str | None, statuses: Sequence[str]
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT status, currency, count(*) AS jobs, sum(amount) AS total FROM invoice_decisions "
+        "WHERE status = ANY($1::text[]) AND ($2::text IS NULL OR space_id = $2) "
+        "AND ($3::text IS NULL OR customer_id = $3) GROUP BY status, currency ORDER BY status, currency",
+        list(statuses), space_id, customer_id,
+    )

@@ -1,0 +1,215 @@
+"""`suspensions dev`: the newcomer's first command, and its narrated demo scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.console import Console
+
+from models import Action, MissedInvoices
+from suspensions import operators
+from suspensions.config import Settings
+from suspensions.kafka import make_consumer, producer
+from suspensions.local.stack import LocalStack
+from suspensions.runner import WORKER_NAMES, install_signal_handlers, run_workers
+from topics import (
+    CRM_OPPORTUNITIES,
+    CUSTOMER_PLAN_CHANGES,
+    CUSTOMER_SIGNUPS,
+    DEADLETTER,
+    INVOICE_JOBS,
+    INVOICE_JOBS_ACCEPTED,
+    INVOICE_JOBS_DROPPED,
+    SETTINGS_CRM_STAGES,
+    SETTINGS_PLANS,
+    SETTINGS_SIGNUP,
+    SUSPENSION_STATE,
+)
+
+WATCHED = (SUSPENSION_STATE.name, INVOICE_JOBS_ACCEPTED.name, INVOICE_JOBS_DROPPED.name, DEADLETTER.name)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def run_dev(settings: Settings, *, demo: bool, exit_when_done: bool, console: Console) -> int:
+    stack = LocalStack(base=settings)
+    console.print("[bold]suspensions dev[/bold]: starting the local stack...")
+    settings = await stack.start()
+    console.print(f"  broker     {settings.kafka_bootstrap_servers}")
+    console.print(f"  postgresql {settings.database_url}")
+    console.print("  to use the CLI against it from another terminal:\n"
+                  f"    export SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}\n"
+                  f"    export SUSPENSIONS_DATABASE_URL={settings.database_url}")
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    workers = asyncio.create_task(run_workers(settings, WORKER_NAMES, stop))
+    code = 0
+    try:
+        if demo:
+            ok = await Demo(settings, console, stop).run()
+            code = 0 if ok else 1
+            if exit_when_done:
+                stop.set()
+        if not stop.is_set():
+            console.print("[bold]running[/bold]: every worker is up. Ctrl-C stops everything.")
+        await workers
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await workers
+        stack.stop()
+        console.print("stopped: broker, database and workers are down.")
+    return code
+
+
+class Demo:
+    """Publishes a small scenario and prints every outcome as it arrives."""
+
+    def __init__(self, settings: Settings, console: Console, stop: asyncio.Event) -> None:
+        self.settings = settings
+        self.console = console
+        self.stop = stop
+        self.seen: list[tuple[str, dict[str, object] | None]] = []
+        self.arrived = asyncio.Condition()
+        run = uuid.uuid4().hex[:6]
+        self.space_new = f"downtown-{run}"  # keeps new members suspended
+        self.space_plans = f"harbour-{run}"  # has a probation plan and a bad-debt CRM stage
+        # Fresh names per run: a customer belongs to one space, and the database may be reused.
+        self.alice, self.bob, self.carol, self.dave, self.erin = (
+            f"{name}-{run}" for name in ("alice", "bob", "carol", "dave", "erin"))
+
+    async def run(self) -> bool:
+        watcher = make_consumer(self.settings, None, *WATCHED, auto_offset_reset="latest")
+        await watcher.start()
+        await watcher.seek_to_end()
+        watch_task = asyncio.create_task(self._watch(watcher))
+        try:
+            async with producer(self.settings) as kafka:
+                return await self._scenario(kafka)
+        except TimeoutError as error:
+            self.console.print(f"[red]demo failed:[/red] {error}")
+            return False
+        finally:
+            watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch_task
+            await watcher.stop()
+
+    async def _watch(self, consumer: AIOKafkaConsumer) -> None:
+        async for record in consumer:
+            try:
+                value = orjson.loads(record.value) if record.value else None
+            except orjson.JSONDecodeError:
+                value = None
+            self._narrate(record.topic, value)
+            async with self.arrived:
+                self.seen.append((record.topic, value))
+                self.arrived.notify_all()
+
+    def _narrate(self, topic: str, value: dict | None) -> None:
+        v = value or {}
+        if topic == SUSPENSION_STATE.name:
+            if v.get("suspended"):
+                self.console.print(f"  [red]state[/red]    {v['customer_id']} SUSPENDED "
+                                   f"reasons={v['reasons']} version={v['version']}")
+            else:
+                self.console.print(f"  [green]state[/green]    {v['customer_id']} active "
+                                   f"(lifted) version={v['version']}")
+        elif topic == INVOICE_JOBS_ACCEPTED.name:
+            kind = "REBILLED after lift" if v.get("rebilled") else "accepted"
+            self.console.print(f"  [cyan]invoice[/cyan]  {v.get('job_id')} for {v.get('customer_id')} "
+                               f"{v.get('amount')} {v.get('currency')}: {kind}")
+        elif topic == INVOICE_JOBS_DROPPED.name:
+            self.console.print(f"  [yellow]invoice[/yellow]  {v.get('job_id')} for {v.get('customer_id')} DROPPED "
+                               f"(suspension version {v.get('suspension_version')})")
+        elif topic == DEADLETTER.name:
+            self.console.print(f"  [magenta]deadletter[/magenta] {v.get('source_topic')}: {v.get('error')}")
+
+    async def _expect(self, topic: str, match: dict[str, object], timeout_s: float = 60.0) -> None:
+        def found() -> bool:
+            return any(t == topic and v is not None and all(v.get(k) == m for k, m in match.items())
+                       for t, v in self.seen)
+
+        async with self.arrived:
+            try:
+                await asyncio.wait_for(self.arrived.wait_for(found), timeout_s)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"no {topic} record matching {match} within {timeout_s}s") from None
+
+    def _step(self, text: str) -> None:
+        self.console.print(f"\n[bold]>[/bold] {text}")
+
+    async def _send(self, kafka: AIOKafkaProducer, topic: str, key: str, value: dict[str, object] | bytes) -> None:
+        payload = value if isinstance(value, bytes) else orjson.dumps(value)
+        await kafka.send_and_wait(topic, payload, key=key.encode())
+
+    def _event(self, customer: str, space: str, **fields: object) -> dict[str, object]:
+        return {"event_id": uuid.uuid4().hex, "occurred_at": _now(), "space_id": space,
+                "customer_id": customer, **fields}
+
+    def _job(self, customer: str, space: str, job: str) -> dict[str, object]:
+        return {"job_id": job, "space_id": space, "customer_id": customer, "contract_id": f"contract-{customer}",
+                "period_start": "2026-12-01", "period_end": "2026-12-31", "amount": "120.00", "currency": "EUR"}
+
+    async def _scenario(self, kafka: AIOKafkaProducer) -> bool:
+        a, p = self.space_new, self.space_plans
+        self._step(f"settings: space {a} keeps new members suspended; in {p}, plan 'probation' suspends "
+                   "its joiners and CRM stage 'sales/bad-debt' deactivates accounts")
+        await self._send(kafka, SETTINGS_SIGNUP.name, a,
+                         {"space_id": a, "keep_new_members_suspended": True, "updated_at": _now()})
+        await self._send(kafka, SETTINGS_SIGNUP.name, p,
+                         {"space_id": p, "keep_new_members_suspended": False, "updated_at": _now()})
+        await self._send(kafka, SETTINGS_PLANS.name, f"probation-{p}",
+                         {"space_id": p, "plan_id": f"probation-{p}", "suspend_on_join": True, "updated_at": _now()})
+        await self._send(kafka, SETTINGS_CRM_STAGES.name, f"sales-{p}/bad-debt",
+                         {"space_id": p, "board_id": f"sales-{p}", "stage_id": "bad-debt",
+                          "deactivate_account": True, "updated_at": _now()})
+
+        self._step(f"alice signs up in {a} (signup rule)")
+        await self._send(kafka, CUSTOMER_SIGNUPS.name, self.alice, self._event(self.alice, a, email="alice@example.com"))
+        await self._expect(SUSPENSION_STATE.name, {"customer_id": self.alice, "suspended": True})
+
+        self._step(f"bob signs up in {p}: that space lets new members in, so nothing happens; "
+                   "his invoice is accepted")
+        await self._send(kafka, CUSTOMER_SIGNUPS.name, self.bob, self._event(self.bob, p))
+        await self._send(kafka, INVOICE_JOBS.name, self.bob, self._job(self.bob, p, f"inv-{self.bob}"))
+        await self._expect(INVOICE_JOBS_ACCEPTED.name, {"job_id": f"inv-{self.bob}"})
+
+        self._step("carol changes to the probation plan (plan rule)")
+        await self._send(kafka, CUSTOMER_PLAN_CHANGES.name, self.carol,
+                         self._event(self.carol, p, plan_id=f"probation-{p}", previous_plan_id="standard"))
+        await self._expect(SUSPENSION_STATE.name, {"customer_id": self.carol, "suspended": True})
+
+        self._step("dave's opportunity moves to the bad-debt stage (CRM rule)")
+        await self._send(kafka, CRM_OPPORTUNITIES.name, self.dave,
+                         self._event(self.dave, p, opportunity_id="opp-1", board_id=f"sales-{p}", stage_id="bad-debt"))
+        await self._expect(SUSPENSION_STATE.name, {"customer_id": self.dave, "suspended": True})
+
+        self._step("an operator suspends erin by hand; erin's invoice of the cycle is dropped")
+        suspend = operators.manual_command(Action.SUSPEND, self.erin, p, "admin:ops-1", "unpaid deposit")
+        await operators.publish(kafka, [suspend])
+        await self._expect(SUSPENSION_STATE.name, {"customer_id": self.erin, "suspended": True})
+        await self._send(kafka, INVOICE_JOBS.name, self.erin, self._job(self.erin, p, f"inv-{self.erin}"))
+        await self._expect(INVOICE_JOBS_DROPPED.name, {"job_id": f"inv-{self.erin}"})
+
+        self._step("the operator lifts erin's suspension (missed invoices: bill); the dropped invoice is billed")
+        lift = operators.manual_command(Action.LIFT, self.erin, p, "admin:ops-1", "deposit paid", MissedInvoices.BILL)
+        await operators.publish(kafka, [lift])
+        await self._expect(SUSPENSION_STATE.name, {"customer_id": self.erin, "suspended": False})
+        await self._expect(INVOICE_JOBS_ACCEPTED.name, {"job_id": f"inv-{self.erin}", "rebilled": True})
+
+        self._step("a broken record arrives on customer.signups: it goes to the dead letter topic")
+        await self._send(kafka, CUSTOMER_SIGNUPS.name, "mallory", b"{not json")
+        await self._expect(DEADLETTER.name, {"source_topic": CUSTOMER_SIGNUPS.name})
+
+        self.console.print("\n[bold green]demo complete[/bold green]: try "
+                           f"`suspensions status {self.alice}`, `suspensions history {self.erin}` or "
+                           f"`suspensions list --space {p}` with the exports above.")
+        return True

@@ -1,0 +1,55 @@
+"""Prometheus metrics of one worker process, on a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records_consumed = Counter(
+            "suspensions_records_consumed_total", "Records read from Kafka.", ["worker", "topic"], registry=r
+        )
+        self.commands_emitted = Counter(
+            "suspensions_trigger_commands_emitted_total", "Suspension commands emitted by the triggers worker.",
+            ["reason"], registry=r,
+        )
+        self.commands_applied = Counter(
+            "suspensions_commands_applied_total", "Commands that changed a customer's state.",
+            ["action", "reason"], registry=r,
+        )
+        self.commands_noop = Counter(
+            "suspensions_commands_noop_total", "Commands applied without a change (recorded in history).",
+            ["action", "reason"], registry=r,
+        )
+        self.commands_duplicate = Counter(
+            "suspensions_commands_duplicate_total", "Commands whose id was already processed.", registry=r
+        )
+        self.dead_letters = Counter(
+            "suspensions_dead_letters_total", "Records sent to the dead letter topic.", ["topic"], registry=r
+        )
+        self.invoice_jobs = Counter(
+            "suspensions_invoice_jobs_total", "Invoice job decisions.", ["decision"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            "suspensions_batch_processing_seconds", "Time to process one consumed batch.", ["worker"],
+            buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "suspensions_end_to_end_latency_seconds",
+            "From the command's issue time to its state record being published.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "suspensions_consumer_lag_records", "Log-end offset minus committed offset.",
+            ["group", "topic", "partition"], registry=r,
+        )
+        self.retries = Counter(
+            "suspensions_transient_failures_total", "Batches retried after a transient failure.",
+            ["worker", "dependency"], registry=r,
+        )

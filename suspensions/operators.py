@@ -1,0 +1,162 @@
+"""Operator actions: build contract commands, publish them, and wait for the state worker.
+
+The CLI is one more upstream: it never writes suspension state itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from models import Action, MissedInvoices, Reason, SuspensionCommand, encode
+from topics import SUSPENSION_COMMANDS
+
+
+def manual_command(
+    action: Action,
+    customer_id: str,
+    space_id: str,
+    actor: str,
+    note: str | None = None,
+    missed_invoices: MissedInvoices | None = None,
+    command_id: str | None = None,
+) -> SuspensionCommand:
+    """Raises pydantic.ValidationError when an argument breaks the contract (e.g. actor)."""
+    return SuspensionCommand(
+        command_id=command_id or str(uuid.uuid4()),
+        issued_at=datetime.now(UTC),
+        space_id=space_id,
+        customer_id=customer_id,
+        action=action,
+        reason=Reason.MANUAL,
+        actor=actor,
+        note=note or None,
+        missed_invoices=missed_invoices if action is Action.LIFT else None,
+    )
+
+
+async def publish(producer: AIOKafkaProducer, commands: list[SuspensionCommand]) -> None:
+    """Publish a batch and wait for the broker's acknowledgement of all of it."""
+    deliveries = [
+        await producer.send(
+            SUSPENSION_COMMANDS.name, encode(command), key=command.customer_id.encode(),
+            headers=[("command_id", command.command_id.encode())],
+        )
+        for command in commands
+    ]
+    await asyncio.gather(*deliveries)
+
+
+async def wait_for_outcomes(
+    conn: asyncpg.Connection, command_ids: list[str], timeout_s: float, poll_s: float = 0.1
+) -> dict[str, str]:
+    """Outcomes (changed / noop / rejected) of the commands, as far as applied within the timeout."""
+    outcomes: dict[str, str] = {}
+    remaining = list(command_ids)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while remaining:
+        for start in range(0, len(remaining), 5_000):
+            chunk = remaining[start:start + 5_000]
+            rows = await conn.fetch(
+                "SELECT command_id, outcome FROM processed_commands WHERE command_id = ANY($1::text[])", chunk
+            )
+            outcomes.update({row["command_id"]: row["outcome"] for row in rows})
+        remaining = [command_id for command_id in remaining if command_id not in outcomes]
+        if not remaining or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(poll_s)
+    return outcomes
+
+
+async def wait_for_command(conn: asyncpg.Connection, command_id: str, timeout_s: float) -> str | None:
+    return (await wait_for_outcomes(conn, [command_id], timeout_s)).get(command_id)
+
+
+
+# --- bulk files -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BulkLine:
+    line_number: int
+    customer_id: str
+    space_id: str
+    note: str | None
+
+
+@dataclass(frozen=True)
+class MalformedLine:
+    line_number: int
+    error: str
+
+
+def read_bulk_lines(handle: TextIO) -> Iterator[BulkLine | MalformedLine]:
+    """Stream a CSV of ``customer_id,space_id[,note]`` (header optional), one line at a time."""
+    reader = csv.reader(handle)
+    for row in reader:
+        line_number = reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        cells = [cell.strip() for cell in row]
+        if line_number == 1 and cells[:2] == ["customer_id", "space_id"]:
+            continue
+        if len(cells) < 2 or len(cells) > 3:
+            yield MalformedLine(line_number, f"expected 2 or 3 columns (customer_id,space_id[,note]), got {len(cells)}")
+            continue
+        customer_id, space_id = cells[0], cells[1]
+        note = cells[2] if len(cells) == 3 and cells[2] else None
+        if not customer_id:
+            yield MalformedLine(line_number, "customer_id is empty")
+        elif not space_id:
+            yield MalformedLine(line_number, "space_id is empty")
+        elif len(customer_id) > 200 or len(space_id) > 200:
+            yield MalformedLine(line_number, "customer_id or space_id longer than 200 characters")
+        elif note is not None and len(note) > 2000:
+            yield MalformedLine(line_number, "note longer than 2000 characters")
+        else:
+            yield BulkLine(line_number, customer_id, space_id, note)
+
+
+@dataclass
+class BulkSummary:
+    sent: int = 0
+    applied: int = 0
+    noop: int = 0
+    rejected: int = 0
+    unconfirmed: int = 0
+    malformed: list[MalformedLine] | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "sent": self.sent, "applied": self.applied, "noop": self.noop, "rejected": self.rejected,
+            "unconfirmed": self.unconfirmed,
+            "malformed": [{"line": m.line_number, "error": m.error} for m in (self.malformed or [])],
+        }
+
+
+def count_outcomes(summary: BulkSummary, outcomes: dict[str, str], command_ids: list[str]) -> None:
+    for command_id in command_ids:
+        outcome = outcomes.get(command_id)
+        if outcome == "changed":
+            summary.applied += 1
+        elif outcome == "noop":
+            summary.noop += 1
+        elif outcome == "rejected":
+            summary.rejected += 1
+        else:
+            summary.unconfirmed += 1
+
+
+def bulk_command(
+    action: Action, line: BulkLine, actor: str, missed_invoices: MissedInvoices | None
+) -> SuspensionCommand:
+    return manual_command(action, line.customer_id, line.space_id, actor, line.note, missed_invoices)
+

@@ -1,0 +1,150 @@
+"""Runs the named workers in one process until stopped, then shuts them down cleanly.
+
+Start-up and shutdown are explicit: SIGINT/SIGTERM set the stop event, every
+worker finishes the batch it holds, commits, and leaves its group; whatever is
+still running after the grace period is cancelled (its batch is redelivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+
+import asyncpg
+
+from suspensions.config import Settings
+from suspensions.health import WorkerHealth
+from suspensions.http import start_http
+from suspensions.kafka import make_producer
+from suspensions.metrics import Metrics
+from workers.batch_worker import TRANSIENT_DB_ERRORS, BatchWorker
+from workers.billing.handler import BillingHandler
+from workers.state.handler import StateHandler
+
+log = logging.getLogger(__name__)
+
+WORKER_NAMES = ("triggers", "state", "billing")
+DB_PING_INTERVAL_S = 2.0
+
+
+async def connect_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
+    backoff = settings.retry_initial_backoff_s
+    while True:
+        try:
+            return await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4, timeout=10)
+        except TRANSIENT_DB_ERRORS as error:
+            if stop is not None and stop.is_set():
+                raise
+            log.warning("PostgreSQL unreachable, retrying", extra={"error": repr(error), "backoff_s": backoff})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, settings.retry_max_backoff_s)
+
+
+async def _ping_database(pool: asyncpg.Pool, healths: list[WorkerHealth], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            async with pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1", timeout=2)
+            ok = True
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            ok = False
+        for health in healths:
+            health.database_ok = ok
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), DB_PING_INTERVAL_S)
+
+
+async def run_workers(settings: Settings, names: Sequence[str], stop: asyncio.Event) -> None:
+    unknown = sorted(set(names) - set(WORKER_NAMES))
+    if unknown:
+        raise ValueError(f"unknown worker(s) {unknown}; choose from {list(WORKER_NAMES)}")
+    metrics = Metrics()
+    healths: list[WorkerHealth] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    http_runner = None
+    pool = None
+    producer = None
+    faust_app = None
+    try:
+        db_healths: list[WorkerHealth] = []
+        if "state" in names or "billing" in names:
+            pool = await connect_pool(settings, stop)
+            producer = make_producer(settings)
+            await producer.start()
+            for name, group, handler in (
+                ("state", settings.state_group, StateHandler(metrics)),
+                ("billing", settings.billing_group, BillingHandler(metrics)),
+            ):
+                if name not in names:
+                    continue
+                health = WorkerHealth(name)
+                healths.append(health)
+                db_healths.append(health)
+                worker = BatchWorker(settings, group, handler, pool, producer, metrics, health)
+                tasks.append(asyncio.create_task(worker.run(stop), name=f"worker-{name}"))
+            tasks.append(asyncio.create_task(_ping_database(pool, db_healths, stop), name="db-ping"))
+
+        if "triggers" in names:
+            from workers.triggers.app import build_app
+
+            health = WorkerHealth("triggers")
+            healths.append(health)
+            faust_app = build_app(settings, metrics)
+
+            @faust_app.on_partitions_assigned.connect
+            async def _assigned(app, assigned, **kwargs) -> None:  # type: ignore[no-untyped-def]
+                health.assigned_partitions = len(assigned)
+                health.kafka_ok = True
+                log.info("partitions assigned", extra={"worker": "triggers", "partitions": len(assigned)})
+
+            @faust_app.on_partitions_revoked.connect
+            async def _revoked(app, revoked, **kwargs) -> None:  # type: ignore[no-untyped-def]
+                log.info("partitions revoked", extra={"worker": "triggers", "partitions": len(revoked)})
+
+            async def _beat() -> None:
+                while not stop.is_set():
+                    health.beat()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+
+            faust_app.finalize()
+            await faust_app.start()
+            log.info("worker started", extra={"worker": "triggers", "group": settings.triggers_group})
+            tasks.append(asyncio.create_task(_beat(), name="triggers-beat"))
+
+        if settings.http_port:
+            http_runner = await start_http(metrics, healths, settings.http_port)
+            log.info("http endpoints serving", extra={"port": settings.http_port})
+
+        log.info("workers running", extra={"workers": list(names)})
+        stop_waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop_waiter and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=settings.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if faust_app is not None:
+            await faust_app.stop()
+            log.info("worker stopped", extra={"worker": "triggers"})
+        if producer is not None:
+            await producer.stop()
+        if pool is not None:
+            await pool.close()
+        if http_runner is not None:
+            await http_runner.cleanup()
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)

@@ -1,0 +1,39 @@
+"""The one catalogue of every topic in the wire contract."""
+
+from topics.catalogue import (
+    ALL_TOPICS,
+    CRM_OPPORTUNITIES,
+    CUSTOMER_PLAN_CHANGES,
+    CUSTOMER_SIGNUPS,
+    DEADLETTER,
+    INVOICE_JOBS,
+    INVOICE_JOBS_ACCEPTED,
+    INVOICE_JOBS_DROPPED,
+    SETTINGS_CRM_STAGES,
+    SETTINGS_PLANS,
+    SETTINGS_SIGNUP,
+    SETTINGS_TOPICS,
+    SUSPENSION_COMMANDS,
+    SUSPENSION_STATE,
+    TopicSpec,
+    by_name,
+)
+
+__all__ = [
+    "ALL_TOPICS",
+    "CRM_OPPORTUNITIES",
+    "CUSTOMER_PLAN_CHANGES",
+    "CUSTOMER_SIGNUPS",
+    "DEADLETTER",
+    "INVOICE_JOBS",
+    "INVOICE_JOBS_ACCEPTED",
+    "INVOICE_JOBS_DROPPED",
+    "SETTINGS_CRM_STAGES",
+    "SETTINGS_PLANS",
+    "SETTINGS_SIGNUP",
+    "SETTINGS_TOPICS",
+    "SUSPENSION_COMMANDS",
+    "SUSPENSION_STATE",
+    "TopicSpec",
+    "by_name",
+]

@@ -1,0 +1,84 @@
+"""Topic name, key, value model and layout, declared once and imported everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models import (
+    AcceptedInvoiceJob,
+    ContractModel,
+    CrmOpportunityEvent,
+    CrmStageSetting,
+    CustomerSignup,
+    DeadLetter,
+    DroppedInvoiceJob,
+    InvoiceJob,
+    PlanChange,
+    PlanSetting,
+    SignupSetting,
+    SuspensionCommand,
+    SuspensionState,
+)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str  # what the record key holds, as the contract names it
+    value_model: type[ContractModel]
+    compacted: bool = False
+    direction: str = "inbound"  # inbound | internal | outbound
+    # None: the configured default (SUSPENSIONS_TOPIC_PARTITIONS).
+    partitions: int | None = None
+
+    @property
+    def keyed_by_customer(self) -> bool:
+        return self.key == "customer_id"
+
+    def configs(self) -> dict[str, str]:
+        return {"cleanup.policy": "compact" if self.compacted else "delete"}
+
+
+CUSTOMER_SIGNUPS = TopicSpec("customer.signups", "customer_id", CustomerSignup)
+CUSTOMER_PLAN_CHANGES = TopicSpec("customer.plan-changes", "customer_id", PlanChange)
+CRM_OPPORTUNITIES = TopicSpec("crm.opportunities", "customer_id", CrmOpportunityEvent)
+SETTINGS_SIGNUP = TopicSpec("settings.signup", "space_id", SignupSetting, compacted=True, partitions=1)
+SETTINGS_PLANS = TopicSpec("settings.plans", "plan_id", PlanSetting, compacted=True, partitions=1)
+SETTINGS_CRM_STAGES = TopicSpec(
+    "settings.crm-stages", "board_id/stage_id", CrmStageSetting, compacted=True, partitions=1
+)
+INVOICE_JOBS = TopicSpec("invoice.jobs", "customer_id", InvoiceJob)
+SUSPENSION_COMMANDS = TopicSpec(
+    "suspension.commands", "customer_id", SuspensionCommand, direction="internal"
+)
+SUSPENSION_STATE = TopicSpec(
+    "suspension.state", "customer_id", SuspensionState, compacted=True, direction="outbound"
+)
+INVOICE_JOBS_ACCEPTED = TopicSpec(
+    "invoice.jobs.accepted", "customer_id", AcceptedInvoiceJob, direction="outbound"
+)
+INVOICE_JOBS_DROPPED = TopicSpec(
+    "invoice.jobs.dropped", "customer_id", DroppedInvoiceJob, direction="outbound"
+)
+DEADLETTER = TopicSpec("deadletter", "original key", DeadLetter, direction="outbound")
+
+SETTINGS_TOPICS = (SETTINGS_SIGNUP, SETTINGS_PLANS, SETTINGS_CRM_STAGES)
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    CUSTOMER_SIGNUPS,
+    CUSTOMER_PLAN_CHANGES,
+    CRM_OPPORTUNITIES,
+    *SETTINGS_TOPICS,
+    INVOICE_JOBS,
+    SUSPENSION_COMMANDS,
+    SUSPENSION_STATE,
+    INVOICE_JOBS_ACCEPTED,
+    INVOICE_JOBS_DROPPED,
+    DEADLETTER,
+)
+
+
+def by_name(name: str) -> TopicSpec:
+    for spec in ALL_TOPICS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

@@ -1,0 +1,1 @@
+"""The service's workers: triggers (faust), state and billing (aiokafka + asyncpg)."""

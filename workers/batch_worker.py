@@ -1,0 +1,199 @@
+"""The consume loop shared by the state and billing workers.
+
+One batch from ``getmany`` is handled in one PostgreSQL transaction that also
+writes every record to publish into the outbox. After the commit the outbox
+rows are published and deleted, and only then are the Kafka offsets committed.
+A crash anywhere leaves either an uncommitted transaction (the batch is
+redelivered and re-applied) or committed outbox rows (published by whoever owns
+the partition next, before it consumes). Handlers deduplicate by ids, so a
+redelivered batch has no second effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from suspensions.config import Settings
+from suspensions.db import repository
+from suspensions.db.repository import OutboxRecord
+from suspensions.health import WorkerHealth
+from suspensions.kafka import make_consumer
+from suspensions.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_DB_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
+class BatchHandler(Protocol):
+    worker: str
+    source_topic: str
+
+    async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutboxRecord]:
+        """Apply the batch inside the open transaction; return what to publish, in order."""
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: BatchWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Wait for the batch in hand to finish and commit before giving partitions away.
+        async with self._worker.batch_lock:
+            log.info("partitions revoked", extra={"worker": self._worker.handler.worker,
+                                                  "partitions": sorted(tp.partition for tp in revoked)})
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._worker.health.assigned_partitions = len(assigned)
+        self._worker.outbox_to_flush.update(tp.partition for tp in assigned)
+        log.info("partitions assigned", extra={"worker": self._worker.handler.worker,
+                                               "partitions": sorted(tp.partition for tp in assigned)})
+
+
+class BatchWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        group_id: str,
+        handler: BatchHandler,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        metrics: Metrics,
+        health: WorkerHealth,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.handler = handler
+        self.pool = pool
+        self.producer = producer
+        self.metrics = metrics
+        self.health = health
+        self.batch_lock = asyncio.Lock()
+        self.outbox_to_flush: set[int] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = make_consumer(
+            self.settings, self.group_id, max_poll_records=self.settings.batch_max_records
+        )
+        consumer.subscribe([self.handler.source_topic], listener=_Rebalance(self))
+        await self._retry(consumer.start, "kafka")
+        self.health.kafka_ok = True
+        log.info("worker started", extra={"worker": self.handler.worker, "group": self.group_id})
+        try:
+            while not stop.is_set():
+                self.health.beat()
+                if self.outbox_to_flush:
+                    await self._retry(self._flush_outbox, "outbox")
+                batches = await self._fetch(consumer, stop)
+                records = [record for batch in batches.values() for record in batch]
+                if not records:
+                    continue
+                async with self.batch_lock:
+                    started = time.perf_counter()
+                    await self._retry(lambda: self._apply(records), "postgresql")
+                    await self._commit(consumer, batches)
+                    self.metrics.batch_seconds.labels(worker=self.handler.worker).observe(
+                        time.perf_counter() - started
+                    )
+        finally:
+            await consumer.stop()  # leaves the group
+            self.health.kafka_ok = False
+            self.health.assigned_partitions = 0
+            log.info("worker stopped", extra={"worker": self.handler.worker})
+
+    async def _fetch(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> dict[TopicPartition, list[ConsumerRecord]]:
+        try:
+            batches = await consumer.getmany(
+                timeout_ms=self.settings.batch_timeout_ms * 4 or 100,
+                max_records=self.settings.batch_max_records,
+            )
+            self.health.kafka_ok = True
+            return batches
+        except KafkaError as error:
+            self.health.kafka_ok = False
+            log.warning("fetch failed, retrying", extra={"worker": self.handler.worker, "error": repr(error)})
+            await asyncio.sleep(self.settings.retry_initial_backoff_s)
+            return {}
+
+    async def _apply(self, records: list[ConsumerRecord]) -> None:
+        for record in records:
+            self.metrics.records_consumed.labels(worker=self.handler.worker, topic=record.topic).inc()
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                outbox = await self.handler.handle(conn, records)
+                ids = await repository.insert_outbox(conn, self.handler.source_topic, outbox)
+        self.health.database_ok = True
+        await self._retry(lambda: self._publish(list(zip(ids, outbox))), "kafka")
+
+    async def _flush_outbox(self) -> None:
+        partitions = sorted(self.outbox_to_flush)
+        async with self.pool.acquire() as conn:
+            pending = await repository.pending_outbox(conn, self.handler.source_topic, partitions)
+        if pending:
+            log.info("publishing outbox left by an earlier owner",
+                     extra={"worker": self.handler.worker, "records": len(pending)})
+            await self._publish(pending)
+        self.outbox_to_flush.difference_update(partitions)
+
+    async def _publish(self, pending: list[tuple[int, OutboxRecord]]) -> None:
+        if not pending:
+            return
+        deliveries = [
+            await self.producer.send(
+                record.topic, record.value, key=record.key,
+                headers=[("record_id", record.record_id.encode())],
+            )
+            for _, record in pending
+        ]
+        await asyncio.gather(*deliveries)
+        now = time.time()
+        for _, record in pending:
+            if record.event_time is not None:
+                self.metrics.end_to_end_seconds.observe(max(0.0, now - record.event_time))
+        async with self.pool.acquire() as conn:
+            await repository.delete_outbox(conn, [outbox_id for outbox_id, _ in pending])
+
+    async def _commit(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:
+            # The effects are applied and deduplicated by id: the next owner re-reads and skips them.
+            log.warning("offset commit failed", extra={"worker": self.handler.worker, "error": repr(error)})
+
+    async def _retry(self, action, dependency: str):  # type: ignore[no-untyped-def]
+        """Retry a transient failure with backoff until it succeeds; shutdown cancels it."""
+        backoff = self.settings.retry_initial_backoff_s
+        while True:
+            try:
+                return await action()
+            except (KafkaError, *TRANSIENT_DB_ERRORS) as error:
+                if isinstance(error, KafkaError):
+                    self.health.kafka_ok = False
+                else:
+                    self.health.database_ok = False
+                self.metrics.retries.labels(worker=self.handler.worker, dependency=dependency).inc()
+                log.warning("transient failure, retrying",
+                            extra={"worker": self.handler.worker, "dependency": dependency,
+                                   "error": repr(error), "backoff_s": backoff})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
+

@@ -1,0 +1,1 @@
+"""Billing consumer: forwards invoice jobs, drops those of suspended customers."""

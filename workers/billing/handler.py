@@ -1,0 +1,78 @@
+"""Decides a batch of invoice jobs against the suspension state committed in PostgreSQL.
+
+The state rows are read ``FOR SHARE``: a lift (which locks them ``FOR UPDATE``
+and settles the dropped jobs) either sees this batch's drops or runs before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+from aiokafka.structs import ConsumerRecord
+
+from models import DecodeError, InvoiceJob, decode
+from suspensions.db import repository
+from suspensions.db.repository import DecisionRow, OutboxRecord
+from suspensions.metrics import Metrics
+from topics import INVOICE_JOBS, INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED
+from workers.billing.decisions import Decision, decide
+from workers.deadletters import check_customer_key, dead_letter_record
+
+
+class BillingHandler:
+    worker = "billing"
+    source_topic = INVOICE_JOBS.name
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutboxRecord]:
+        now = datetime.now(UTC)
+        out: list[OutboxRecord] = []
+        jobs: list[tuple[ConsumerRecord, InvoiceJob]] = []
+        for record in records:
+            try:
+                job = decode(InvoiceJob, record.value)
+                key_error = check_customer_key(record.key, job.customer_id)
+                if key_error:
+                    raise DecodeError(key_error)
+                jobs.append((record, job))
+            except DecodeError as error:
+                out.append(dead_letter_record(record, str(error), self.worker, self.metrics))
+        if not jobs:
+            return out
+
+        states = await repository.lock_states(conn, (job.customer_id for _, job in jobs), share=True)
+        decided = await repository.decided_jobs(conn, (job.job_id for _, job in jobs))
+        rows: list[DecisionRow] = []
+        for record, job in jobs:
+            verdict = decide(job, states.get(job.customer_id), job.job_id in decided)
+            self.metrics.invoice_jobs.labels(decision=verdict.decision.value).inc()
+            if verdict.decision is Decision.DUPLICATE:
+                continue
+            if verdict.decision is Decision.REJECTED:
+                out.append(dead_letter_record(record, verdict.error or "rejected", self.worker, self.metrics))
+                continue
+            decided.add(job.job_id)
+            job_text = record.value.decode("utf-8")
+            rows.append(DecisionRow(
+                job_id=job.job_id, customer_id=job.customer_id, space_id=job.space_id,
+                contract_id=job.contract_id, amount=job.amount, currency=job.currency,
+                status=verdict.decision.value, suspension_version=verdict.suspension_version,
+                job=job_text, decided_at=now,
+            ))
+            payload = orjson.loads(job_text)
+            if verdict.decision is Decision.ACCEPTED:
+                payload["rebilled"] = False
+                topic = INVOICE_JOBS_ACCEPTED.name
+            else:
+                payload["dropped_at"] = now.isoformat().replace("+00:00", "Z")
+                payload["suspension_version"] = verdict.suspension_version
+                topic = INVOICE_JOBS_DROPPED.name
+            out.append(OutboxRecord(topic=topic, key=record.key, value=orjson.dumps(payload),
+                                    record_id=job.job_id, source_partition=record.partition))
+        await repository.insert_decisions(conn, rows)
+        return out

@@ -1,0 +1,1 @@
+"""State worker: applies suspension commands to PostgreSQL and publishes suspension.state."""

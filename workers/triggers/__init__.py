@@ -1,0 +1,1 @@
+"""Triggers worker (faust-streaming): turns customer events into suspension commands."""

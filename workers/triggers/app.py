@@ -1,0 +1,134 @@
+"""The triggers worker: customer events in, suspension commands out.
+
+Agents stay thin: decode, call a pure rule from ``rules.py``, emit. Values are
+read raw and decoded with the contract models, so bad input reaches the dead
+letter topic with a clear error instead of being skipped by faust. Commands
+are awaited until the broker acknowledges them before the events are acked
+(at-least-once); their ids derive from the events, so replays are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import faust
+from aiokafka.structs import ConsumerRecord
+
+from models import CrmOpportunityEvent, CustomerSignup, DeadLetter, DecodeError, PlanChange, SuspensionCommand, decode, encode
+from models.events import CustomerEvent
+from suspensions.config import Settings
+from suspensions.metrics import Metrics
+from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS, DEADLETTER, SUSPENSION_COMMANDS
+from workers.triggers.rules import (
+    SettingsSnapshot,
+    commands_for_opportunity,
+    commands_for_plan_change,
+    commands_for_signup,
+)
+from workers.triggers.settings_table import SettingsTable
+
+log = logging.getLogger(__name__)
+WORKER = "triggers"
+
+EVENT_RULES = {
+    CUSTOMER_SIGNUPS.name: (CustomerSignup, commands_for_signup),
+    CUSTOMER_PLAN_CHANGES.name: (PlanChange, commands_for_plan_change),
+    CRM_OPPORTUNITIES.name: (CrmOpportunityEvent, commands_for_opportunity),
+}
+
+
+def commands_for_record(
+    topic: str, key: bytes | None, value: bytes | None, settings: SettingsSnapshot
+) -> list[SuspensionCommand]:
+    """Decode one event and apply its rule; raises DecodeError for bad input."""
+    model, rule = EVENT_RULES[topic]
+    event: CustomerEvent = decode(model, value)
+    if key is None or key.decode("utf-8", errors="replace") != event.customer_id:
+        shown = None if key is None else key.decode("utf-8", errors="replace")
+        raise DecodeError(f"record key {shown!r} does not match customer_id '{event.customer_id}'")
+    return rule(event, settings)  # type: ignore[arg-type]
+
+
+def build_app(settings: Settings, metrics: Metrics) -> faust.App:
+    app = faust.App(
+        settings.triggers_group,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        producer_acks=-1,
+        producer_linger_ms=settings.kafka_linger_ms,
+        producer_request_timeout=settings.kafka_request_timeout_ms / 1000,
+        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
+        broker_max_poll_interval=settings.kafka_max_poll_interval_ms / 1000,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=True,
+    )
+    # faust turns producer idempotence on only with exactly_once, which we do not use:
+    # command ids derive from events, so a re-sent command has no further effect.
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", internal=False)
+
+    events_topic = app.topic(
+        CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name,
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    )
+    commands_topic = raw_topic(SUSPENSION_COMMANDS.name)
+    deadletter_topic = raw_topic(DEADLETTER.name)
+
+    async def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
+                          value: bytes | None, error: str) -> asyncio.Future:
+        letter = DeadLetter.for_record(topic=topic, partition=partition, offset=offset, key=key,
+                                       value=value, error=error, worker=WORKER)
+        log.warning("dead letter", extra={"topic": topic, "partition": partition, "offset": offset,
+                                          "error": error})
+        metrics.dead_letters.labels(topic=topic).inc()
+        return await deadletter_topic.send(key=key, value=encode(letter), force=True)
+
+    async def reject_setting(record: ConsumerRecord, error: str) -> None:
+        await (await dead_letter(record.topic, record.partition, record.offset, record.key,
+                                 record.value, error))
+
+    settings_table = SettingsTable(settings, reject_setting)
+    app.settings_table = settings_table  # type: ignore[attr-defined]
+
+    @app.task
+    async def follow_settings() -> None:
+        await settings_table.run()
+
+    @app.agent(events_topic)
+    async def triggers(stream: faust.StreamT) -> None:
+        await settings_table.ready.wait()
+        async for events in stream.take_events(1_000, within=0.02):
+            await handle_events(events)
+
+    async def handle_events(events: Sequence[faust.EventT]) -> None:
+        deliveries = []
+        for event in events:
+            message = event.message
+            metrics.records_consumed.labels(worker=WORKER, topic=message.topic).inc()
+            try:
+                commands = commands_for_record(message.topic, message.key, message.value,
+                                               settings_table.snapshot)
+            except DecodeError as error:
+                deliveries.append(await dead_letter(message.topic, message.partition, message.offset,
+                                                    message.key, message.value, str(error)))
+                continue
+            for command in commands:
+                metrics.commands_emitted.labels(reason=command.reason.value).inc()
+                deliveries.append(await commands_topic.send(
+                    key=command.customer_id.encode(), value=encode(command),
+                    headers=[("command_id", command.command_id.encode())], force=True,
+                ))
+        # Acknowledged by the broker before the events are acked and their offsets committed.
+        await asyncio.gather(*deliveries)
+
+    return app
