@@ -42,6 +42,7 @@ class LocalStack:
     base: Settings = field(default_factory=Settings)
     broker: LocalBroker | None = None
     postgres: LocalPostgres | None = None
+    settings: Settings | None = None  # the settings in use, once started
 
     async def start(self) -> Settings:
         """Returns the settings that point at the services in use."""
@@ -62,6 +63,7 @@ class LocalStack:
         settings = self.base.model_copy(update=overrides)
         await migrate(settings.database_url)
         await create_topics(settings)
+        self.settings = settings
         return settings
 
     def stop(self) -> None:

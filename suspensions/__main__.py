@@ -1,0 +1,3 @@
+from suspensions.cli import app
+
+app(prog_name="suspensions")

@@ -1,0 +1,173 @@
+"""Issue 2: the signup rule end to end, exactly-once effects, and dead letters, across real services."""
+
+from __future__ import annotations
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from models import CustomerSignup, Reason, decode
+from tests.integration import builders
+from tests.support import TopicTail, WorkerProcess, send, uid, wait_until
+from topics import (
+    CUSTOMER_PLAN_CHANGES,
+    CUSTOMER_SIGNUPS,
+    DEADLETTER,
+    SETTINGS_PLANS,
+    SETTINGS_SIGNUP,
+    SUSPENSION_COMMANDS,
+    SUSPENSION_STATE,
+)
+from workers.triggers.rules import command_id_for
+
+pytestmark = pytest.mark.integration
+
+
+async def _state_row(db: asyncpg.Pool, customer: str) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM customer_state WHERE customer_id = $1", customer)
+
+
+async def test_signup_in_space_that_keeps_new_members_suspended(
+    workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool
+) -> None:
+    space_on, space_off = uid("space-on"), uid("space-off")
+    marker_plan = uid("plan")
+    await send(producer, SETTINGS_SIGNUP.name, space_on, builders.signup_setting(space_on, True))
+    await send(producer, SETTINGS_SIGNUP.name, space_off, builders.signup_setting(space_off, False))
+    await send(producer, SETTINGS_PLANS.name, marker_plan, builders.plan_setting(space_off, marker_plan, True))
+    suspended, active = uid("cust"), uid("cust")
+    await send(producer, CUSTOMER_SIGNUPS.name, active, builders.signup(active, space_off))
+    await send(producer, CUSTOMER_SIGNUPS.name, suspended, builders.signup(suspended, space_on))
+    # A later event of the active customer that does fire marks that its signup was processed.
+    await send(producer, CUSTOMER_PLAN_CHANGES.name, active, builders.plan_change(active, space_off, marker_plan))
+
+    [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=suspended)
+    assert state["suspended"] is True
+    assert state["reasons"] == ["signup"]
+    assert state["version"] == 1
+    assert state["space_id"] == space_on
+    [command] = tail.matching(SUSPENSION_COMMANDS.name, customer_id=suspended)
+    assert command["action"] == "suspend" and command["reason"] == "signup" and command["actor"] == "system"
+    assert command["cause"]["topic"] == CUSTOMER_SIGNUPS.name
+    row = await _state_row(db, suspended)
+    assert row["suspended"] and row["version"] == 1 and row["last_command_id"] == command["command_id"]
+
+    await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=active, reason="plan")
+    assert [c["reason"] for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=active)] == ["plan"]
+
+
+async def test_duplicate_signup_gives_one_transition(
+    workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool
+) -> None:
+    space, customer, event_id = uid("space"), uid("cust"), uid("evt")
+    await send(producer, SETTINGS_SIGNUP.name, space, builders.signup_setting(space, True))
+    event = builders.signup(customer, space, event_id=event_id)
+    await send(producer, CUSTOMER_SIGNUPS.name, customer, event)
+    await send(producer, CUSTOMER_SIGNUPS.name, customer, event)
+    # A later signup event on the same partition and path marks that both copies went through.
+    marker = builders.signup(customer, space)
+    await send(producer, CUSTOMER_SIGNUPS.name, customer, marker)
+    marker_command_id = command_id_for(CUSTOMER_SIGNUPS.name, decode(CustomerSignup, orjson.dumps(marker)),
+                                       Reason.SIGNUP)
+    await wait_until(lambda: _history_has(db, marker_command_id), what="the marker command")
+
+    commands = tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer, reason="signup")
+    assert len(commands) == 3
+    assert commands[0]["command_id"] == commands[1]["command_id"] != marker_command_id
+    history = await db.fetch("SELECT * FROM command_history WHERE customer_id = $1 ORDER BY id", customer)
+    assert [(h["command_id"], h["outcome"], h["version_after"]) for h in history] == [
+        (commands[0]["command_id"], "changed", 1), (marker_command_id, "noop", 1)]
+    await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
+    assert [s["version"] for s in tail.matching(SUSPENSION_STATE.name, customer_id=customer)] == [1]
+
+
+async def _history_has(db: asyncpg.Pool, command_id: str) -> bool:
+    return bool(await db.fetchval("SELECT count(*) FROM processed_commands WHERE command_id = $1", command_id))
+
+
+async def test_redelivered_command_is_a_noop(
+    workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool
+) -> None:
+    space, customer = uid("space"), uid("cust")
+    suspend = builders.command(customer, space)
+    for _ in range(3):
+        await send(producer, SUSPENSION_COMMANDS.name, customer, suspend)
+    lift = builders.command(customer, space, action="lift")
+    await send(producer, SUSPENSION_COMMANDS.name, customer, lift)
+    await send(producer, SUSPENSION_COMMANDS.name, customer, lift)
+    await wait_until(lambda: _history_has(db, lift["command_id"]), what="the lift")
+
+    row = await _state_row(db, customer)
+    assert row["version"] == 2 and row["suspended"] is False
+    history = await db.fetch("SELECT command_id, outcome FROM command_history WHERE customer_id = $1", customer)
+    assert [h["command_id"] for h in history] == [suspend["command_id"], lift["command_id"]]
+    states = await tail.wait_for(SUSPENSION_STATE.name, count=2, customer_id=customer)
+    assert [(s["version"], s["suspended"]) for s in states] == [(1, True), (2, False)]
+
+
+@pytest.mark.parametrize(
+    ("topic", "value", "error_part"),
+    [
+        (CUSTOMER_SIGNUPS.name, b"this is not json", "Invalid JSON"),
+        (CUSTOMER_SIGNUPS.name, b'{"event_id": "e1", "space_id": "s"}', "occurred_at: Field required"),
+        (CUSTOMER_SIGNUPS.name, b'{"event_id": 7, "occurred_at": "2026-11-25T10:00:00Z", "space_id": "s",'
+                                b' "customer_id": "KEY"}', "event_id: Input should be a valid string"),
+        (SUSPENSION_COMMANDS.name, b'{"command_id": "c"}', "issued_at: Field required"),
+        (SUSPENSION_COMMANDS.name, b'\xff\xfe\x00garbage', "Invalid JSON"),
+        (SUSPENSION_COMMANDS.name, b'{"command_id": "c", "issued_at": "2026-11-25T10:00:00Z", "space_id": "s",'
+                                   b' "customer_id": "KEY", "action": "delete", "reason": "manual",'
+                                   b' "actor": "system"}', "action: Input should be 'suspend' or 'lift'"),
+    ],
+)
+async def test_bad_records_go_to_deadletter(
+    workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool,
+    topic: str, value: bytes, error_part: str,
+) -> None:
+    key = uid("bad")
+    value = value.replace(b"KEY", key.encode())
+    await send(producer, topic, key, value)
+    [letter] = await tail.wait_for(DEADLETTER.name, key=key)
+    assert letter["source_topic"] == topic
+    assert error_part in letter["error"]
+    assert letter["worker"] in ("triggers", "state")
+    if letter["value"] is not None:
+        assert letter["value"].encode() == value
+    else:
+        import base64
+
+        assert base64.b64decode(letter["value_b64"]) == value
+    assert await _state_row(db, key) is None
+
+    # The worker keeps going: a good record after the bad one is processed.
+    space, customer = uid("space"), uid("cust")
+    good = builders.command(customer, space)
+    await send(producer, SUSPENSION_COMMANDS.name, customer, good)
+    await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
+
+
+async def test_state_rows_history_and_topic_agree(
+    workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool
+) -> None:
+    space = uid("space")
+    customers = [uid("cust") for _ in range(20)]
+    for index, customer in enumerate(customers):
+        await send(producer, SUSPENSION_COMMANDS.name, customer, builders.command(customer, space))
+        if index % 2:
+            await send(producer, SUSPENSION_COMMANDS.name, customer,
+                       builders.command(customer, space, action="lift"))
+    for index, customer in enumerate(customers):
+        await tail.wait_for(SUSPENSION_STATE.name, count=1 + index % 2, customer_id=customer)
+
+    rows = {r["customer_id"]: r for r in await db.fetch(
+        "SELECT * FROM customer_state WHERE space_id = $1", space)}
+    assert set(rows) == set(customers)
+    for customer in customers:
+        latest = tail.matching(SUSPENSION_STATE.name, customer_id=customer)[-1]
+        row = rows[customer]
+        assert (latest["version"], latest["suspended"], latest["last_command_id"]) == (
+            row["version"], row["suspended"], row["last_command_id"])
+        changed = await db.fetchval(
+            "SELECT count(*) FROM command_history WHERE customer_id = $1 AND outcome = 'changed'", customer)
+        assert changed == row["version"]
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0
