@@ -34,7 +34,7 @@ app.add_typer(bulk_app, name="bulk")
 app.add_typer(billing_app, name="billing")
 
 console = Console(soft_wrap=True)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
