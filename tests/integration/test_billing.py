@@ -1,0 +1,186 @@
+"""Issue 4: the billing consumer across the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from suspensions.config import Settings
+from tests.integration import builders
+from tests.support import TopicTail, WorkerProcess, run_cli, send, uid, wait_until
+from topics import DEADLETTER, INVOICE_JOBS, INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED, SUSPENSION_COMMANDS, SUSPENSION_STATE
+
+pytestmark = pytest.mark.integration
+
+
+async def _applied(db: asyncpg.Pool, command_id: str) -> bool:
+    return bool(await db.fetchval("SELECT 1 FROM processed_commands WHERE command_id = $1", command_id))
+
+
+async def _suspend(producer: AIOKafkaProducer, db: asyncpg.Pool, customer: str, space: str) -> dict:
+    command = builders.command(customer, space)
+    await send(producer, SUSPENSION_COMMANDS.name, customer, command)
+    await wait_until(lambda: _applied(db, command["command_id"]), what="suspension committed")
+    return command
+
+
+async def _lift(producer: AIOKafkaProducer, db: asyncpg.Pool, customer: str, space: str, **extra: str) -> dict:
+    command = builders.command(customer, space, action="lift", **extra)
+    await send(producer, SUSPENSION_COMMANDS.name, customer, command)
+    await wait_until(lambda: _applied(db, command["command_id"]), what="lift committed")
+    return command
+
+
+async def test_active_customer_is_invoiced(workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail,
+                                           db: asyncpg.Pool) -> None:
+    space, customer = uid("space"), uid("cust")
+    job = builders.invoice_job(customer, space) | {"po_number": "PO-1"}  # unknown fields pass through
+    await send(producer, INVOICE_JOBS.name, customer, job)
+    [accepted] = await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=job["job_id"])
+    assert accepted == job | {"rebilled": False}
+    row = await db.fetchrow("SELECT status, suspension_version FROM invoice_decisions WHERE job_id = $1",
+                            job["job_id"])
+    assert row["status"] == "accepted" and row["suspension_version"] is None
+
+
+async def test_suspended_customer_is_not_invoiced_then_billed_on_lift(
+    workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool
+) -> None:
+    space, customer = uid("space"), uid("cust")
+    await _suspend(producer, db, customer, space)
+    jobs = [builders.invoice_job(customer, space) for _ in range(2)]
+    for job in jobs:
+        await send(producer, INVOICE_JOBS.name, customer, job)
+    dropped = [(await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=job["job_id"]))[0] for job in jobs]
+    assert all(d["suspension_version"] == 1 and d["dropped_at"] for d in dropped)
+    assert tail.matching(INVOICE_JOBS_ACCEPTED.name, customer_id=customer) == []
+
+    lift = await _lift(producer, db, customer, space)  # missed_invoices defaults to bill
+    rebilled = await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, count=2, customer_id=customer)
+    assert sorted(r["job_id"] for r in rebilled) == sorted(j["job_id"] for j in jobs)
+    assert all(r["rebilled"] is True for r in rebilled)
+    statuses = await db.fetch("SELECT status, settled_by_command FROM invoice_decisions WHERE customer_id = $1",
+                              customer)
+    assert {(s["status"], s["settled_by_command"]) for s in statuses} == {("rebilled", lift["command_id"])}
+
+    # A second lift, and a redelivered lift, bill nothing twice.
+    await _lift(producer, db, customer, space)
+    await send(producer, SUSPENSION_COMMANDS.name, customer, lift)
+    after = await _suspend(producer, db, customer, space)  # marker behind them on the partition
+    await tail.wait_for(SUSPENSION_STATE.name, last_command_id=after["command_id"])
+    assert len(tail.matching(INVOICE_JOBS_ACCEPTED.name, customer_id=customer)) == 2
+
+    # After the lift, new jobs are accepted (and a job arriving again keeps its first decision).
+    fresh = builders.invoice_job(customer, space)
+    await _lift(producer, db, customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, fresh)
+    await send(producer, INVOICE_JOBS.name, customer, jobs[0])
+    [accepted] = await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=fresh["job_id"])
+    assert accepted["rebilled"] is False
+
+
+async def test_waive_on_lift(workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail,
+                             db: asyncpg.Pool) -> None:
+    space, customer = uid("space"), uid("cust")
+    await _suspend(producer, db, customer, space)
+    job = builders.invoice_job(customer, space, amount="99.50", currency="GBP")
+    await send(producer, INVOICE_JOBS.name, customer, job)
+    await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=job["job_id"])
+    await _lift(producer, db, customer, space, missed_invoices="waive")
+    await _lift(producer, db, customer, space, missed_invoices="bill")  # nothing left to bill
+    marker = builders.invoice_job(customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, marker)
+    await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=marker["job_id"])
+    assert tail.matching(INVOICE_JOBS_ACCEPTED.name, job_id=job["job_id"]) == []
+    assert await db.fetchval("SELECT status FROM invoice_decisions WHERE job_id = $1", job["job_id"]) == "waived"
+
+
+async def test_boundary_in_both_orders(workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail,
+                                       db: asyncpg.Pool) -> None:
+    """A job processed after the suspension commit is dropped; after the lift commit it is accepted."""
+    space, customer = uid("space"), uid("cust")
+    before = builders.invoice_job(customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, before)
+    await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=before["job_id"])
+    await _suspend(producer, db, customer, space)
+    during = builders.invoice_job(customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, during)
+    await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=during["job_id"])
+    await _lift(producer, db, customer, space, missed_invoices="waive")
+    after = builders.invoice_job(customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, after)
+    await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=after["job_id"])
+    decisions = {r["job_id"]: r["status"] for r in await db.fetch(
+        "SELECT job_id, status FROM invoice_decisions WHERE customer_id = $1", customer)}
+    assert decisions == {before["job_id"]: "accepted", during["job_id"]: "waived", after["job_id"]: "accepted"}
+
+
+async def test_duplicate_jobs_get_one_decision(workers: WorkerProcess, producer: AIOKafkaProducer,
+                                               tail: TopicTail, db: asyncpg.Pool) -> None:
+    space, customer = uid("space"), uid("cust")
+    job = builders.invoice_job(customer, space)
+    for _ in range(3):
+        await send(producer, INVOICE_JOBS.name, customer, job)
+    await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=job["job_id"])
+    await _suspend(producer, db, customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, job)  # redelivered after the suspension: still accepted once
+    marker = builders.invoice_job(customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, marker)
+    await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=marker["job_id"])
+    assert len(tail.matching(INVOICE_JOBS_ACCEPTED.name, job_id=job["job_id"])) == 1
+    assert tail.matching(INVOICE_JOBS_DROPPED.name, job_id=job["job_id"]) == []
+    assert await db.fetchval("SELECT count(*) FROM invoice_decisions WHERE job_id = $1", job["job_id"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "error_part"),
+    [
+        ({"amount": None}, "amount"),
+        ({"amount": "12,50"}, "amount: String should match pattern"),
+        ({"period_start": "2026-13-45"}, "period_start"),
+        ({"currency": "euro"}, "currency: String should match pattern"),
+        ({"period_start": "2026-12-31", "period_end": "2026-12-01"}, "period_end is before period_start"),
+    ],
+)
+async def test_bad_jobs_go_to_deadletter(workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail,
+                                         db: asyncpg.Pool, change: dict, error_part: str) -> None:
+    space, customer = uid("space"), uid("cust")
+    job = builders.invoice_job(customer, space) | change
+    job = {k: v for k, v in job.items() if v is not None}
+    await send(producer, INVOICE_JOBS.name, customer, job)
+    [letter] = await tail.wait_for(DEADLETTER.name, key=customer)
+    assert letter["source_topic"] == INVOICE_JOBS.name and letter["worker"] == "billing"
+    assert error_part in letter["error"]
+    assert await db.fetchval("SELECT count(*) FROM invoice_decisions WHERE customer_id = $1", customer) == 0
+
+
+async def test_billing_dropped_report(settings: Settings, workers: WorkerProcess, producer: AIOKafkaProducer,
+                                      tail: TopicTail, db: asyncpg.Pool) -> None:
+    space = uid("space")
+    waived_customer, billed_customer, still = uid("cust"), uid("cust"), uid("cust")
+    for customer in (waived_customer, billed_customer, still):
+        await _suspend(producer, db, customer, space)
+        for amount, currency in (("10.00", "EUR"), ("5.25", "EUR"), ("7.00", "USD")):
+            job = builders.invoice_job(customer, space, amount=amount, currency=currency)
+            await send(producer, INVOICE_JOBS.name, customer, job)
+        await tail.wait_for(INVOICE_JOBS_DROPPED.name, count=3, customer_id=customer)
+    await _lift(producer, db, waived_customer, space, missed_invoices="waive")
+    await _lift(producer, db, billed_customer, space)
+
+    result = run_cli(settings, "billing", "dropped", "--space", space, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["jobs"]) == 9
+    totals = {(t["status"], t["currency"]): (t["jobs"], t["total"]) for t in report["totals"]}
+    assert totals == {
+        ("dropped", "EUR"): (2, "15.25"), ("dropped", "USD"): (1, "7.00"),
+        ("rebilled", "EUR"): (2, "15.25"), ("rebilled", "USD"): (1, "7.00"),
+        ("waived", "EUR"): (2, "15.25"), ("waived", "USD"): (1, "7.00"),
+    }
+    only_one = json.loads(run_cli(settings, "billing", "dropped", "--customer", still, "--json").stdout)
+    assert {j["status"] for j in only_one["jobs"]} == {"dropped"} and len(only_one["jobs"]) == 3
+    human = run_cli(settings, "billing", "dropped", "--space", space)
+    assert human.returncode == 0 and "waived" in human.stdout and "15.25" in human.stdout
