@@ -1,0 +1,41 @@
+"""Bulk CSV parsing streams lines and reports malformed ones with their line number."""
+
+from __future__ import annotations
+
+import io
+
+from suspensions.operators import BulkLine, MalformedLine, read_bulk_lines
+
+
+def test_header_optional_notes_and_malformed_lines() -> None:
+    text = "customer_id,space_id,note\nc1,s1\nc2,s1,moved out\n\nonly\nc3,\n,s1\na,b,c,d\n\"c4\",\"s2\",\"a, b\"\n"
+    items = list(read_bulk_lines(io.StringIO(text)))
+    assert items == [
+        BulkLine(2, "c1", "s1", None),
+        BulkLine(3, "c2", "s1", "moved out"),
+        MalformedLine(5, "expected 2 or 3 columns (customer_id,space_id[,note]), got 1"),
+        MalformedLine(6, "space_id is empty"),
+        MalformedLine(7, "customer_id is empty"),
+        MalformedLine(8, "expected 2 or 3 columns (customer_id,space_id[,note]), got 4"),
+        BulkLine(9, "c4", "s2", "a, b"),
+    ]
+
+
+def test_streams_without_reading_everything_first() -> None:
+    class Endless(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.served = 0
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __next__(self) -> str:
+            self.served += 1
+            return f"c{self.served},s1\n"
+
+    source = Endless()
+    lines = read_bulk_lines(source)
+    first = [next(lines) for _ in range(3)]
+    assert [line.customer_id for line in first] == ["c1", "c2", "c3"]  # type: ignore[union-attr]
+    assert source.served == 3

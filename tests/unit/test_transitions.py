@@ -1,0 +1,90 @@
+"""The state rules, without any service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from models import Action, MissedInvoices, Reason, SuspensionCommand
+from workers.state.transitions import CustomerState, Outcome, apply_command, plan_batch
+
+T0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
+NOW = T0 + timedelta(hours=1)
+
+
+def cmd(action: Action = Action.SUSPEND, reason: Reason = Reason.MANUAL, space: str = "s1", command_id: str = "k1",
+        at: datetime = T0, missed: MissedInvoices | None = None) -> SuspensionCommand:
+    return SuspensionCommand(command_id=command_id, issued_at=at, space_id=space, customer_id="c1", action=action,
+                             reason=reason, actor="system", missed_invoices=missed)
+
+
+def suspended(reasons: tuple[Reason, ...] = (Reason.SIGNUP,), version: int = 1) -> CustomerState:
+    return CustomerState("c1", "s1", True, reasons, T0, None, version, T0, "k0")
+
+
+def test_first_suspension_creates_version_one() -> None:
+    transition = apply_command(None, cmd(reason=Reason.PLAN), NOW)
+    assert transition.outcome is Outcome.CHANGED
+    state = transition.state
+    assert state is not None
+    assert (state.suspended, state.reasons, state.version, state.suspended_at, state.lifted_at) == (
+        True, (Reason.PLAN,), 1, T0, None)
+    assert state.updated_at == NOW and state.last_command_id == "k1"
+
+
+def test_second_reason_accumulates_and_keeps_suspended_at() -> None:
+    transition = apply_command(suspended(), cmd(reason=Reason.CRM_STAGE, at=T0 + timedelta(days=1)), NOW)
+    assert transition.outcome is Outcome.CHANGED and transition.state is not None
+    assert transition.state.reasons == (Reason.SIGNUP, Reason.CRM_STAGE)
+    assert transition.state.suspended_at == T0 and transition.state.version == 2
+
+
+def test_same_reason_again_is_a_noop() -> None:
+    current = suspended()
+    transition = apply_command(current, cmd(reason=Reason.SIGNUP), NOW)
+    assert transition.outcome is Outcome.NOOP and transition.state == current
+
+
+def test_lift_ends_every_reason_and_settles_missed_invoices() -> None:
+    current = suspended((Reason.SIGNUP, Reason.MANUAL), version=4)
+    transition = apply_command(current, cmd(Action.LIFT, at=NOW), NOW)
+    assert transition.outcome is Outcome.CHANGED and transition.state is not None
+    assert (transition.state.suspended, transition.state.reasons, transition.state.version) == (False, (), 5)
+    assert transition.state.lifted_at == NOW and transition.state.suspended_at == T0
+    assert transition.settle_missed_invoices is MissedInvoices.BILL
+    waived = apply_command(current, cmd(Action.LIFT, missed=MissedInvoices.WAIVE), NOW)
+    assert waived.settle_missed_invoices is MissedInvoices.WAIVE
+
+
+def test_lifting_someone_not_suspended_is_a_noop() -> None:
+    assert apply_command(None, cmd(Action.LIFT), NOW).outcome is Outcome.NOOP
+    lifted = CustomerState("c1", "s1", False, (), T0, T0, 2, T0, "k0")
+    transition = apply_command(lifted, cmd(Action.LIFT), NOW)
+    assert transition.outcome is Outcome.NOOP and transition.settle_missed_invoices is None
+
+
+def test_resuspension_after_lift_keeps_lifted_at_and_bumps_version() -> None:
+    lifted = CustomerState("c1", "s1", False, (), T0, T0, 2, T0, "k0")
+    transition = apply_command(lifted, cmd(reason=Reason.PLAN, at=NOW), NOW)
+    assert transition.state is not None
+    assert (transition.state.version, transition.state.suspended_at, transition.state.lifted_at) == (3, NOW, T0)
+
+
+def test_command_for_another_space_is_rejected_naming_both() -> None:
+    transition = apply_command(suspended(), cmd(Action.LIFT, space="s2"), NOW)
+    assert transition.outcome is Outcome.REJECTED
+    assert transition.error is not None and "'s2'" in transition.error and "'s1'" in transition.error
+
+
+def test_batch_applies_in_order_and_skips_duplicates() -> None:
+    commands = [
+        (0, cmd(command_id="a")),
+        (1, cmd(command_id="a")),  # duplicate within the batch
+        (2, cmd(command_id="old")),  # processed in an earlier batch
+        (3, cmd(Action.LIFT, command_id="b")),
+        (4, cmd(reason=Reason.PLAN, command_id="c")),
+    ]
+    plan = plan_batch({}, {"old"}, commands, NOW)
+    assert [a.transition.outcome for a in plan.applied] == [
+        Outcome.CHANGED, Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.CHANGED, Outcome.CHANGED]
+    assert [s.version for s in plan.changed_states] == [1, 2, 3]
+    assert plan.final_states["c1"].version == 3 and plan.final_states["c1"].reasons == (Reason.PLAN,)
