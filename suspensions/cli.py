@@ -425,3 +425,75 @@ def billing_dropped(
         console.print(summary)
 
     asyncio.run(main())
+
+
+# --- operations -----------------------------------------------------------------------------
+
+
+def _lag_table(reports: list) -> Table:  # type: ignore[type-arg]
+    table = Table(title="consumer lag")
+    for column in ("group", "status", "topic", "partition", "committed", "log end", "lag", "time lag s"):
+        table.add_column(column, justify="right" if column in ("partition", "committed", "log end", "lag",
+                                                                "time lag s") else "left")
+    colours = {"OK": "green", "WARN": "yellow"}
+    for report in reports:
+        status = report.status.name
+        styled = f"[{colours.get(status, 'red')}]{status}[/]"
+        if not report.partitions:
+            table.add_row(report.group, styled, "(no committed offsets)", "", "", "", "", "")
+        for index, part in enumerate(report.partitions):
+            table.add_row(report.group if index == 0 else "", styled if index == 0 else part["status"],
+                          part["topic"], str(part["partition"]),
+                          "-" if part["committed"] is None else str(part["committed"]), str(part["log_end"]),
+                          str(part["lag"]), f"{part['time_lag_s']:.1f}")
+    return table
+
+
+@app.command("lag")
+def lag(
+    group: Annotated[Optional[list[str]], typer.Option("--group", help="A consumer group (repeatable); "
+                                                       "default: the service's own groups.")] = None,
+    window: Annotated[float, typer.Option("--window", min=0, help="Seconds over which to judge the trend.")] = 6.0,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Samples taken across the window.")] = 3,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Lag per group, topic and partition (records and time) with a Burrow-style status.
+
+    Exit code 1 when any group is not OK, so it serves as a check in scripts.
+    """
+    from rich.live import Live
+
+    from suspensions.lag import Status, measure, service_groups
+
+    settings = _settings()
+    own = service_groups(settings)
+    groups: dict[str, tuple[str, ...] | None] = {g: own.get(g) for g in group} if group else dict(own)
+
+    async def once() -> list:  # type: ignore[type-arg]
+        return await measure(settings, groups, window, samples)
+
+    def report(reports: list) -> int:  # type: ignore[type-arg]
+        if as_json:
+            _print_json([r.as_dict() for r in reports])
+        return 0 if all(r.status is Status.OK for r in reports) else 1
+
+    if not watch:
+        reports = asyncio.run(once())
+        if not as_json:
+            console.print(_lag_table(reports))
+        raise typer.Exit(report(reports))
+
+    async def loop() -> None:
+        with Live(console=console, auto_refresh=False) as live:
+            while True:
+                reports = await once()
+                if as_json:
+                    report(reports)
+                else:
+                    live.update(_lag_table(reports), refresh=True)
+
+    try:
+        asyncio.run(loop())
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None

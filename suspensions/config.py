@@ -47,6 +47,8 @@ class Settings(BaseSettings):
 
     # HTTP endpoint of /metrics, /healthz and /readyz; 0 disables it.
     http_port: int = Field(default=0, ge=0, le=65535)
+    # How often each worker process samples its groups' lag for /metrics; 0 disables.
+    lag_sample_interval_s: float = Field(default=15.0, ge=0)
     shutdown_grace_s: float = 30.0
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"

@@ -57,6 +57,26 @@ async def _ping_database(pool: asyncpg.Pool, healths: list[WorkerHealth], stop: 
             await asyncio.wait_for(stop.wait(), DB_PING_INTERVAL_S)
 
 
+async def _sample_lag(settings: Settings, names: Sequence[str], metrics: Metrics, stop: asyncio.Event) -> None:
+    """Export the lag of this process's groups as a gauge; a failed sample is logged, never fatal."""
+    from suspensions.lag import LagProbe, service_groups
+
+    groups = service_groups(settings)
+    wanted = {getattr(settings, f"{name}_group"): groups[getattr(settings, f"{name}_group")] for name in names}
+    while not stop.is_set():
+        try:
+            async with LagProbe(settings) as probe:
+                for group, topics in wanted.items():
+                    sample = await probe.sample(group, topics)
+                    for part in sample.partitions:
+                        metrics.consumer_lag.labels(group=group, topic=part.topic,
+                                                    partition=str(part.partition)).set(part.lag)
+        except Exception as error:  # noqa: BLE001 - monitoring must not stop the workers
+            log.warning("lag sample failed", extra={"error": repr(error)})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.lag_sample_interval_s)
+
+
 async def run_workers(settings: Settings, names: Sequence[str], stop: asyncio.Event) -> None:
     unknown = sorted(set(names) - set(WORKER_NAMES))
     if unknown:
@@ -115,6 +135,9 @@ async def run_workers(settings: Settings, names: Sequence[str], stop: asyncio.Ev
             await faust_app.start()
             log.info("worker started", extra={"worker": "triggers", "group": settings.triggers_group})
             tasks.append(asyncio.create_task(_beat(), name="triggers-beat"))
+
+        if settings.lag_sample_interval_s > 0:
+            tasks.append(asyncio.create_task(_sample_lag(settings, names, metrics, stop), name="lag"))
 
         if settings.http_port:
             http_runner = await start_http(metrics, healths, settings.http_port)
