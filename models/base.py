@@ -24,6 +24,10 @@ class ContractModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
+# Larger records are bad input: no contract record comes near this size.
+MAX_RECORD_BYTES = 1024 * 1024
+
+
 class DecodeError(ValueError):
     """A record that is not a valid instance of its contract model."""
 
@@ -40,6 +44,8 @@ def decode(model: type[T], raw: bytes | None) -> T:
     """Decode one record value, raising DecodeError with a human-readable reason."""
     if raw is None:
         raise DecodeError("record has no value (tombstone or null)")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise DecodeError(f"record of {len(raw)} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes")
     try:
         return model.model_validate_json(raw)
     except ValidationError as error:

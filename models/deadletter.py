@@ -7,6 +7,10 @@ from datetime import UTC, datetime
 
 from models.base import ContractModel
 
+# A dead letter must stay publishable: a larger original value is cut, and the dead letter says so.
+# The full record stays on its source topic at the partition and offset named.
+MAX_DEAD_LETTER_VALUE_BYTES = 256 * 1024
+
 
 class DeadLetter(ContractModel):
     source_topic: str
@@ -18,6 +22,7 @@ class DeadLetter(ContractModel):
     error: str
     worker: str
     failed_at: datetime
+    original_size: int | None = None  # set only when value was cut (addition to the contract)
 
     @classmethod
     def for_record(
@@ -32,22 +37,34 @@ class DeadLetter(ContractModel):
         worker: str,
     ) -> DeadLetter:
         """Keep the original value as text when it is UTF-8, else as base64."""
-        text: str | None = None
-        b64: str | None = None
-        if value is not None:
-            try:
-                text = value.decode("utf-8")
-            except UnicodeDecodeError:
-                b64 = base64.b64encode(value).decode("ascii")
-        key_text = None if key is None else key.decode("utf-8", errors="replace")
+        original_size = None
+        if value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
+            original_size = len(value)
+            value = value[:MAX_DEAD_LETTER_VALUE_BYTES]
+            error = (f"{error} (value cut to its first {MAX_DEAD_LETTER_VALUE_BYTES} of {original_size} bytes; "
+                     f"the record stays at {topic}[{partition}]@{offset})")
+        text, b64 = _as_text_or_base64(value, cut=original_size is not None)
         return cls(
             source_topic=topic,
             partition=partition,
             offset=offset,
-            key=key_text,
+            key=None if key is None else key.decode("utf-8", errors="replace"),
             value=text,
             value_b64=b64,
             error=error,
             worker=worker,
             failed_at=datetime.now(UTC),
+            original_size=original_size,
         )
+
+
+def _as_text_or_base64(value: bytes | None, *, cut: bool) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, None
+    try:
+        return value.decode("utf-8"), None
+    except UnicodeDecodeError as error:
+        # A cut can split the last character of otherwise valid UTF-8: drop that partial character.
+        if cut and error.start >= len(value) - 3:
+            return value[: error.start].decode("utf-8"), None
+        return None, base64.b64encode(value).decode("ascii")

@@ -16,8 +16,11 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
 from suspensions.config import Settings
+from suspensions.db.migrate import migrate
+from suspensions.kafka import create_topics
+from suspensions.local.broker import LocalBroker
 from suspensions.local.stack import LocalStack
-from tests.support import TopicTail, WorkerProcess
+from tests.support import TopicTail, WorkerProcess, uid
 from topics import (
     DEADLETTER,
     INVOICE_JOBS_ACCEPTED,
@@ -78,3 +81,28 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
     yield pool
     await pool.close()
+
+
+@pytest_asyncio.fixture
+async def isolated(settings: Settings) -> AsyncIterator[Settings]:
+    """A broker and a database of the test's own, for tests that start, stop or kill workers.
+
+    The database lives on the session's PostgreSQL server; the broker is a fresh Tansu. Nothing
+    of the session workers can see either, so outbox rows never cross between the two stacks.
+    """
+    name = uid("db").replace("-", "_")
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    broker = LocalBroker().start()
+    try:
+        local = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,
+                                            "database_url": url})
+        await migrate(url)
+        await create_topics(local)
+        yield local
+    finally:
+        broker.stop()

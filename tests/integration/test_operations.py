@@ -34,56 +34,53 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-async def test_lag_is_exact_then_drains_to_zero(settings: Settings, tmp_path: Path) -> None:
+async def test_lag_is_exact_then_drains_to_zero(isolated: Settings, tmp_path: Path) -> None:
     group = uid("billing-lag")
-    with LocalBroker() as broker:
-        local = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,
-                                            "billing_group": group})
-        await create_topics(local)
-        env = {"SUSPENSIONS_BILLING_GROUP": group}
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5)
-        await producer.start()
-        tail = await TopicTail(local, (INVOICE_JOBS_ACCEPTED.name,)).start()
-        worker = WorkerProcess(local, ("billing",), env, tmp_path / "billing-1.log").start()
-        try:
-            await worker.wait_ready()
-            space = uid("space")
-            warmup = [builders.invoice_job(uid("cust"), space) for _ in range(10)]
-            for job in warmup:
-                await send(producer, INVOICE_JOBS.name, job["customer_id"], job)
-            await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, count=10, space_id=space)
-            [caught_up] = await wait_until(
-                lambda: _measured_ok(local, group), timeout_s=30, what="lag zero after warm-up")
-            assert caught_up.total_lag == 0
+    local = isolated.model_copy(update={"billing_group": group})
+    env = {"SUSPENSIONS_BILLING_GROUP": group}
+    producer = AIOKafkaProducer(bootstrap_servers=local.kafka_bootstrap_servers, linger_ms=5)
+    await producer.start()
+    tail = await TopicTail(local, (INVOICE_JOBS_ACCEPTED.name,)).start()
+    worker = WorkerProcess(local, ("billing",), env, tmp_path / "billing-1.log").start()
+    try:
+        await worker.wait_ready()
+        space = uid("space")
+        warmup = [builders.invoice_job(uid("cust"), space) for _ in range(10)]
+        for job in warmup:
+            await send(producer, INVOICE_JOBS.name, job["customer_id"], job)
+        await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, count=10, space_id=space)
+        [caught_up] = await wait_until(
+            lambda: _measured_ok(local, group), timeout_s=30, what="lag zero after warm-up")
+        assert caught_up.total_lag == 0
 
-            assert worker.stop() == 0
-            per_partition: Counter[int] = Counter()
-            backlog = [builders.invoice_job(uid("cust"), space) for _ in range(57)]
-            for job in backlog:
-                metadata = await producer.send_and_wait(INVOICE_JOBS.name, orjson.dumps(job),
-                                                        key=job["customer_id"].encode())
-                per_partition[metadata.partition] += 1
-            [report] = await measure(local, {group: (INVOICE_JOBS.name,)}, window_s=1.0, samples=2)
-            assert report.total_lag == 57
-            assert {p["partition"]: p["lag"] for p in report.partitions if p["lag"]} == dict(per_partition)
-            assert all(p["time_lag_s"] > 0 for p in report.partitions if p["lag"])
-            # Nobody commits while records wait: STOP, or STALL while the broker still lists the gone member.
-            assert report.status in (Status.STOP, Status.STALL)
+        assert worker.stop() == 0
+        per_partition: Counter[int] = Counter()
+        backlog = [builders.invoice_job(uid("cust"), space) for _ in range(57)]
+        for job in backlog:
+            metadata = await producer.send_and_wait(INVOICE_JOBS.name, orjson.dumps(job),
+                                                    key=job["customer_id"].encode())
+            per_partition[metadata.partition] += 1
+        [report] = await measure(local, {group: (INVOICE_JOBS.name,)}, window_s=1.0, samples=2)
+        assert report.total_lag == 57
+        assert {p["partition"]: p["lag"] for p in report.partitions if p["lag"]} == dict(per_partition)
+        assert all(p["time_lag_s"] > 0 for p in report.partitions if p["lag"])
+        # Nobody commits while records wait: STOP, or STALL while the broker still lists the gone member.
+        assert report.status in (Status.STOP, Status.STALL)
 
-            cli = run_cli(local, "lag", "--group", group, "--window", "0", "--json")
-            assert cli.returncode == 1, cli.stderr
-            [as_json] = json.loads(cli.stdout)
-            assert as_json["total_lag"] == 57 and as_json["status"] != "OK"
+        cli = run_cli(local, "lag", "--group", group, "--window", "0", "--json")
+        assert cli.returncode == 1, cli.stderr
+        [as_json] = json.loads(cli.stdout)
+        assert as_json["total_lag"] == 57 and as_json["status"] != "OK"
 
-            worker = WorkerProcess(local, ("billing",), env, tmp_path / "billing-2.log").start()
-            await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, count=67, space_id=space, timeout_s=90)
-            await wait_until(lambda: _measured_ok(local, group), timeout_s=30, what="lag drained to zero")
-            cli = run_cli(local, "lag", "--group", group, "--window", "0", "--json")
-            assert cli.returncode == 0 and json.loads(cli.stdout)[0]["status"] == "OK"
-        finally:
-            worker.stop()
-            await tail.stop()
-            await producer.stop()
+        worker = WorkerProcess(local, ("billing",), env, tmp_path / "billing-2.log").start()
+        await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, count=67, space_id=space, timeout_s=90)
+        await wait_until(lambda: _measured_ok(local, group), timeout_s=30, what="lag drained to zero")
+        cli = run_cli(local, "lag", "--group", group, "--window", "0", "--json")
+        assert cli.returncode == 0 and json.loads(cli.stdout)[0]["status"] == "OK"
+    finally:
+        worker.stop()
+        await tail.stop()
+        await producer.stop()
 
 
 async def _measured_ok(settings: Settings, group: str) -> list | None:  # type: ignore[type-arg]
