@@ -16,6 +16,7 @@ from suspensions import operators
 from suspensions.config import Settings
 from suspensions.kafka import make_consumer, producer
 from suspensions.local.stack import LocalStack
+from suspensions.metrics import Metrics
 from suspensions.runner import WORKER_NAMES, install_signal_handlers, run_workers
 from topics import (
     CRM_OPPORTUNITIES,
@@ -49,11 +50,12 @@ async def run_dev(settings: Settings, *, demo: bool, exit_when_done: bool, conso
                   f"    export SUSPENSIONS_DATABASE_URL={settings.database_url}")
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    workers = asyncio.create_task(run_workers(settings, WORKER_NAMES, stop))
+    metrics = Metrics()
+    workers = asyncio.create_task(run_workers(settings, WORKER_NAMES, stop, metrics))
     code = 0
     try:
         if demo:
-            ok = await Demo(settings, console, stop).run()
+            ok = await Demo(settings, console, metrics).run()
             code = 0 if ok else 1
             if exit_when_done:
                 stop.set()
@@ -72,10 +74,10 @@ async def run_dev(settings: Settings, *, demo: bool, exit_when_done: bool, conso
 class Demo:
     """Publishes a small scenario and prints every outcome as it arrives."""
 
-    def __init__(self, settings: Settings, console: Console, stop: asyncio.Event) -> None:
+    def __init__(self, settings: Settings, console: Console, metrics: Metrics) -> None:
         self.settings = settings
         self.console = console
-        self.stop = stop
+        self.metrics = metrics
         self.seen: list[tuple[str, dict[str, object] | None]] = []
         self.arrived = asyncio.Condition()
         run = uuid.uuid4().hex[:6]
@@ -143,6 +145,14 @@ class Demo:
             except asyncio.TimeoutError:
                 raise TimeoutError(f"no {topic} record matching {match} within {timeout_s}s") from None
 
+    async def _settings_folded(self, count: float, timeout_s: float = 60.0) -> None:
+        """Settings apply as last known when an event is processed: let the triggers see them first."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.metrics.settings_records_folded() < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the triggers worker did not load the demo settings")
+            await asyncio.sleep(0.05)
+
     def _step(self, text: str) -> None:
         self.console.print(f"\n[bold]>[/bold] {text}")
 
@@ -162,6 +172,7 @@ class Demo:
         a, p = self.space_new, self.space_plans
         self._step(f"settings: space {a} keeps new members suspended; in {p}, plan 'probation' suspends "
                    "its joiners and CRM stage 'sales/bad-debt' deactivates accounts")
+        folded_before = self.metrics.settings_records_folded()
         await self._send(kafka, SETTINGS_SIGNUP.name, a,
                          {"space_id": a, "keep_new_members_suspended": True, "updated_at": _now()})
         await self._send(kafka, SETTINGS_SIGNUP.name, p,
@@ -171,6 +182,7 @@ class Demo:
         await self._send(kafka, SETTINGS_CRM_STAGES.name, f"sales-{p}/bad-debt",
                          {"space_id": p, "board_id": f"sales-{p}", "stage_id": "bad-debt",
                           "deactivate_account": True, "updated_at": _now()})
+        await self._settings_folded(folded_before + 4)
 
         self._step(f"alice signs up in {a} (signup rule)")
         await self._send(kafka, CUSTOMER_SIGNUPS.name, self.alice, self._event(self.alice, a, email="alice@example.com"))

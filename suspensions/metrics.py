@@ -49,7 +49,20 @@ class Metrics:
             "suspensions_consumer_lag_records", "Log-end offset minus committed offset.",
             ["group", "topic", "partition"], registry=r,
         )
+        self.settings_records = Counter(
+            "suspensions_settings_records_total", "Settings records folded into the triggers' settings table.",
+            ["topic"], registry=r,
+        )
         self.retries = Counter(
             "suspensions_transient_failures_total", "Batches retried after a transient failure.",
             ["worker", "dependency"], registry=r,
+        )
+
+    def settings_records_folded(self) -> float:
+        """Total settings records folded by this process's triggers worker."""
+        from topics import SETTINGS_TOPICS
+
+        return sum(
+            self.registry.get_sample_value("suspensions_settings_records_total", {"topic": spec.name}) or 0.0
+            for spec in SETTINGS_TOPICS
         )

@@ -77,11 +77,13 @@ async def _sample_lag(settings: Settings, names: Sequence[str], metrics: Metrics
             await asyncio.wait_for(stop.wait(), settings.lag_sample_interval_s)
 
 
-async def run_workers(settings: Settings, names: Sequence[str], stop: asyncio.Event) -> None:
+async def run_workers(
+    settings: Settings, names: Sequence[str], stop: asyncio.Event, metrics: Metrics | None = None
+) -> None:
     unknown = sorted(set(names) - set(WORKER_NAMES))
     if unknown:
         raise ValueError(f"unknown worker(s) {unknown}; choose from {list(WORKER_NAMES)}")
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     healths: list[WorkerHealth] = []
     tasks: list[asyncio.Task[None]] = []
 

@@ -163,3 +163,27 @@ def run_cli(settings: Settings, *args: str, timeout_s: float = 120.0, stdin: str
         [sys.executable, "-m", "suspensions", *args], env=service_env(settings), capture_output=True,
         text=True, timeout=timeout_s, input=stdin,
     )
+
+
+def settings_records_applied(worker: WorkerProcess) -> float:
+    """How many settings records the worker's triggers have folded so far (from /metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/metrics", timeout=2) as response:
+        body = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith("suspensions_settings_records_total{"))
+
+
+async def publish_setting(producer: AIOKafkaProducer, worker: WorkerProcess, topic: str, key: str,
+                          value: Record) -> None:
+    """Publish a setting and wait until the running triggers worker has folded it.
+
+    Settings apply as last known when an event is processed, so a test that publishes an event
+    right after a setting waits for the setting first instead of racing it.
+    """
+    before = await asyncio.to_thread(settings_records_applied, worker)
+    await send(producer, topic, key, value)
+
+    async def folded() -> bool:
+        return await asyncio.to_thread(settings_records_applied, worker) >= before + 1
+
+    await wait_until(folded, 30, f"the triggers worker to fold the {topic} record {key}")

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from models import CustomerSignup, Reason, decode
 from tests.integration import builders
-from tests.support import TopicTail, WorkerProcess, send, uid, wait_until
+from tests.support import TopicTail, WorkerProcess, publish_setting, send, uid, wait_until
 from topics import (
     CUSTOMER_PLAN_CHANGES,
     CUSTOMER_SIGNUPS,
@@ -33,9 +33,9 @@ async def test_signup_in_space_that_keeps_new_members_suspended(
 ) -> None:
     space_on, space_off = uid("space-on"), uid("space-off")
     marker_plan = uid("plan")
-    await send(producer, SETTINGS_SIGNUP.name, space_on, builders.signup_setting(space_on, True))
-    await send(producer, SETTINGS_SIGNUP.name, space_off, builders.signup_setting(space_off, False))
-    await send(producer, SETTINGS_PLANS.name, marker_plan, builders.plan_setting(space_off, marker_plan, True))
+    await publish_setting(producer, workers, SETTINGS_SIGNUP.name, space_on, builders.signup_setting(space_on, True))
+    await publish_setting(producer, workers, SETTINGS_SIGNUP.name, space_off, builders.signup_setting(space_off, False))
+    await publish_setting(producer, workers, SETTINGS_PLANS.name, marker_plan, builders.plan_setting(space_off, marker_plan, True))
     suspended, active = uid("cust"), uid("cust")
     await send(producer, CUSTOMER_SIGNUPS.name, active, builders.signup(active, space_off))
     await send(producer, CUSTOMER_SIGNUPS.name, suspended, builders.signup(suspended, space_on))
@@ -47,7 +47,7 @@ async def test_signup_in_space_that_keeps_new_members_suspended(
     assert state["reasons"] == ["signup"]
     assert state["version"] == 1
     assert state["space_id"] == space_on
-    [command] = tail.matching(SUSPENSION_COMMANDS.name, customer_id=suspended)
+    [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=suspended)
     assert command["action"] == "suspend" and command["reason"] == "signup" and command["actor"] == "system"
     assert command["cause"]["topic"] == CUSTOMER_SIGNUPS.name
     row = await _state_row(db, suspended)
@@ -61,7 +61,7 @@ async def test_duplicate_signup_gives_one_transition(
     workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool
 ) -> None:
     space, customer, event_id = uid("space"), uid("cust"), uid("evt")
-    await send(producer, SETTINGS_SIGNUP.name, space, builders.signup_setting(space, True))
+    await publish_setting(producer, workers, SETTINGS_SIGNUP.name, space, builders.signup_setting(space, True))
     event = builders.signup(customer, space, event_id=event_id)
     await send(producer, CUSTOMER_SIGNUPS.name, customer, event)
     await send(producer, CUSTOMER_SIGNUPS.name, customer, event)
@@ -72,7 +72,7 @@ async def test_duplicate_signup_gives_one_transition(
                                        Reason.SIGNUP)
     await wait_until(lambda: _history_has(db, marker_command_id), what="the marker command")
 
-    commands = tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer, reason="signup")
+    commands = await tail.wait_for(SUSPENSION_COMMANDS.name, count=3, customer_id=customer, reason="signup")
     assert len(commands) == 3
     assert commands[0]["command_id"] == commands[1]["command_id"] != marker_command_id
     history = await db.fetch("SELECT * FROM command_history WHERE customer_id = $1 ORDER BY id", customer)

@@ -97,7 +97,7 @@ def build_app(settings: Settings, metrics: Metrics) -> faust.App:
         await (await dead_letter(record.topic, record.partition, record.offset, record.key,
                                  record.value, error))
 
-    settings_table = SettingsTable(settings, reject_setting)
+    settings_table = SettingsTable(settings, reject_setting, metrics)
     app.settings_table = settings_table  # type: ignore[attr-defined]
 
     @app.task

@@ -20,6 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from models import CrmStageSetting, DecodeError, PlanSetting, SignupSetting, decode
 from suspensions.config import Settings
 from suspensions.kafka import make_consumer
+from suspensions.metrics import Metrics
 from topics import SETTINGS_CRM_STAGES, SETTINGS_PLANS, SETTINGS_SIGNUP, SETTINGS_TOPICS
 from workers.triggers.rules import SettingsSnapshot
 
@@ -65,9 +66,10 @@ def _check_key(key: str, expected: str, field_name: str) -> None:
 
 
 class SettingsTable:
-    def __init__(self, settings: Settings, reject: RejectRecord) -> None:
+    def __init__(self, settings: Settings, reject: RejectRecord, metrics: Metrics) -> None:
         self._settings = settings
         self._reject = reject
+        self._metrics = metrics
         self.snapshot = SettingsSnapshot()
         self.ready = asyncio.Event()
 
@@ -98,6 +100,7 @@ class SettingsTable:
             apply_setting_record(self.snapshot, record.topic, record.key, record.value)
         except DecodeError as error:
             await self._reject(record, str(error))
+        self._metrics.settings_records.labels(topic=record.topic).inc()
 
     @staticmethod
     async def _all_partitions(consumer) -> list[TopicPartition]:  # type: ignore[no-untyped-def]
