@@ -173,17 +173,19 @@ def settings_records_applied(worker: WorkerProcess) -> float:
                if line.startswith("suspensions_settings_records_total{"))
 
 
-async def publish_setting(producer: AIOKafkaProducer, worker: WorkerProcess, topic: str, key: str,
-                          value: Record) -> None:
-    """Publish a setting and wait until the running triggers worker has folded it.
+async def publish_setting(producer: AIOKafkaProducer, workers: WorkerProcess | list[WorkerProcess], topic: str,
+                          key: str, value: Record) -> None:
+    """Publish a setting and wait until every running triggers worker has folded it.
 
     Settings apply as last known when an event is processed, so a test that publishes an event
     right after a setting waits for the setting first instead of racing it.
     """
-    before = await asyncio.to_thread(settings_records_applied, worker)
+    targets = workers if isinstance(workers, list) else [workers]
+    before = [await asyncio.to_thread(settings_records_applied, worker) for worker in targets]
     await send(producer, topic, key, value)
 
     async def folded() -> bool:
-        return await asyncio.to_thread(settings_records_applied, worker) >= before + 1
+        now = [await asyncio.to_thread(settings_records_applied, worker) for worker in targets]
+        return all(after >= earlier + 1 for earlier, after in zip(before, now))
 
     await wait_until(folded, 30, f"the triggers worker to fold the {topic} record {key}")

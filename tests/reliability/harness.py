@@ -1,0 +1,147 @@
+"""Load, oracle and checks shared by the fault-injection tests."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from models import SuspensionCommand, decode
+from suspensions.config import Settings
+from tests.integration import builders
+from tests.support import uid, wait_until
+from workers.state.transitions import CustomerState, plan_batch
+
+
+def command_stream(customers: Sequence[str], space: str, count: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Random suspends and lifts over the customers, with about 5% of commands re-sent (same id)."""
+    rng = random.Random(seed)
+    stream: list[dict[str, Any]] = []
+    for _ in range(count):
+        if stream and rng.random() < 0.05:
+            stream.append(rng.choice(stream))
+            continue
+        action = rng.choice(["suspend", "suspend", "lift"])
+        reason = rng.choice(["signup", "plan", "crm_stage", "manual"]) if action == "suspend" else "manual"
+        stream.append(builders.command(rng.choice(customers), space, action=action, reason=reason))
+    return stream
+
+
+def oracle(stream: Sequence[dict[str, Any]]) -> dict[str, CustomerState]:
+    """The expected final states: the pure rules folded over each customer's commands in order."""
+    commands = [(i, decode(SuspensionCommand, orjson.dumps(c))) for i, c in enumerate(stream)]
+    return plan_batch({}, set(), commands, datetime.now(UTC)).final_states
+
+
+async def produce(settings: Settings, topic: str, records: Sequence[dict[str, Any]], key_field: str = "customer_id",
+                  pace_every: int = 0, pause_s: float = 0.0) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=10,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        pending = []
+        for index, record in enumerate(records, 1):
+            pending.append(await producer.send(topic, orjson.dumps(record), key=record[key_field].encode()))
+            if pace_every and index % pace_every == 0:
+                await asyncio.gather(*pending)
+                pending.clear()
+                await asyncio.sleep(pause_s)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def count(db_url: str, sql: str, *args: Any) -> int:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return int(await conn.fetchval(sql, *args))
+    except (OSError, asyncpg.PostgresError):
+        return -1
+    finally:
+        await conn.close()
+
+
+async def wait_for_count(db_url: str, sql: str, at_least: int, timeout_s: float, what: str) -> None:
+    async def reached() -> bool:
+        try:
+            return await count(db_url, sql) >= at_least
+        except OSError:
+            return False
+
+    await wait_until(reached, timeout_s, what)
+
+
+async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
+    """Every record of a topic, from the beginning to its current end (fetch high watermark)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            await consumer.topics()
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[tuple[bytes | None, dict[str, Any]]] = []
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for batch in batches.values():
+                records.extend((r.key, orjson.loads(r.value)) for r in batch)
+            done = True
+            for tp in partitions:
+                highwater = consumer.highwater(tp)
+                if highwater is None or await consumer.position(tp) < highwater:
+                    done = False
+            if done and not batches:
+                return records
+    finally:
+        await consumer.stop()
+
+
+async def assert_state_matches_oracle(settings: Settings, stream: Sequence[dict[str, Any]]) -> None:
+    expected = oracle(stream)
+    distinct_ids = {c["command_id"] for c in stream}
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = {r["customer_id"]: r for r in await conn.fetch("SELECT * FROM customer_state")}
+        history = await conn.fetch("SELECT customer_id, command_id, outcome FROM command_history")
+        outbox = await conn.fetchval("SELECT count(*) FROM outbox")
+    finally:
+        await conn.close()
+    assert set(rows) == set(expected)
+    for customer, state in expected.items():
+        row = rows[customer]
+        assert (row["suspended"], tuple(row["reasons"]), row["version"], row["last_command_id"]) == (
+            state.suspended, tuple(state.reasons), state.version, state.last_command_id), customer
+    # One history row per effective command, none doubled.
+    assert len(history) == len({h["command_id"] for h in history})
+    assert {h["command_id"] for h in history} <= distinct_ids
+    changed: dict[str, int] = defaultdict(int)
+    for h in history:
+        if h["outcome"] == "changed":
+            changed[h["customer_id"]] += 1
+    assert {c: changed[c] for c in expected} == {c: s.version for c, s in expected.items()}
+    assert outbox == 0
+
+    # The state topic: every version once in content (a re-published record is identical), the last = the row.
+    published: dict[str, dict[int, bytes]] = defaultdict(dict)
+    for _, record in await read_topic(settings, "suspension.state"):
+        content = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        previous = published[record["customer_id"]].setdefault(record["version"], content)
+        assert previous == content, f"two different records for {record['customer_id']} v{record['version']}"
+    for customer, state in expected.items():
+        assert sorted(published[customer]) == list(range(1, state.version + 1)), customer
+
+
+def customers(count_: int) -> list[str]:
+    return [uid("c") for _ in range(count_)]

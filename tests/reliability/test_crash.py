@@ -1,0 +1,143 @@
+"""Issue 7.1: kill -9 a worker in the middle of a 20,000-record stream, restart it, lose and double nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from suspensions.config import Settings
+from tests.integration import builders
+from tests.reliability.harness import (
+    assert_state_matches_oracle,
+    command_stream,
+    customers,
+    produce,
+    read_topic,
+    wait_for_count,
+)
+from tests.support import WorkerProcess, publish_setting, uid
+from topics import CUSTOMER_SIGNUPS, INVOICE_JOBS, SETTINGS_SIGNUP, SUSPENSION_COMMANDS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STREAM = 20_000
+
+
+async def test_state_worker_killed_mid_stream(isolated: Settings, tmp_path: Path) -> None:
+    stream = command_stream(customers(2_000), uid("space"), STREAM)
+    distinct = len({c["command_id"] for c in stream})
+    first = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state-1.log").start()
+    second = None
+    try:
+        await first.wait_ready()
+        producing = asyncio.create_task(produce(isolated, SUSPENSION_COMMANDS.name, stream))
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", 4_000, 120,
+                             "the state worker to be well into the stream")
+        first.process.kill()  # type: ignore[union-attr]
+        first.process.wait()  # type: ignore[union-attr]
+        await producing
+        second = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state-2.log").start()
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", distinct, 180,
+                             "every command applied after the restart")
+        await wait_for_count(isolated.database_url,
+                             "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60, "outbox drained")
+        await assert_state_matches_oracle(isolated, stream)
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+
+
+async def test_triggers_worker_killed_mid_stream(isolated: Settings, tmp_path: Path) -> None:
+    space = uid("space")
+    signups = [builders.signup(customer, space) for customer in customers(STREAM)]
+    signups += random.Random(3).sample(signups, 500)  # replayed events
+    state = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state.log").start()
+    first = WorkerProcess(isolated, ("triggers",), log_path=tmp_path / "triggers-1.log").start()
+    second = None
+    try:
+        await asyncio.gather(state.wait_ready(), first.wait_ready())
+        await publish_setting_direct(isolated, first, space)
+        producing = asyncio.create_task(produce(isolated, CUSTOMER_SIGNUPS.name, signups))
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", 4_000, 120,
+                             "the triggers worker to be well into the stream")
+        first.process.kill()  # type: ignore[union-attr]
+        first.process.wait()  # type: ignore[union-attr]
+        await producing
+        second = WorkerProcess(isolated, ("triggers",), log_path=tmp_path / "triggers-2.log").start()
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", STREAM, 240,
+                             "a command for every signup after the restart")
+        conn = await asyncpg.connect(isolated.database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM customer_state WHERE suspended AND version = 1 "
+                                       "AND reasons = '{signup}'") == STREAM
+            assert await conn.fetchval("SELECT count(*) FROM command_history") == STREAM
+            assert await conn.fetchval("SELECT count(DISTINCT customer_id) FROM command_history") == STREAM
+        finally:
+            await conn.close()
+    finally:
+        for worker in (first, second, state):
+            if worker:
+                worker.stop()
+
+
+async def publish_setting_direct(settings: Settings, triggers: WorkerProcess, space: str) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await publish_setting(producer, triggers, SETTINGS_SIGNUP.name, space, builders.signup_setting(space, True))
+    finally:
+        await producer.stop()
+
+
+async def test_billing_worker_killed_mid_stream(isolated: Settings, tmp_path: Path) -> None:
+    space = uid("space")
+    people = customers(2_000)
+    suspended = set(random.Random(5).sample(people, 200))
+    jobs = [builders.invoice_job(random.Random(i).choice(people), space) for i in range(STREAM)]
+    jobs += random.Random(9).sample(jobs, 500)  # redelivered jobs
+    distinct = len({j["job_id"] for j in jobs})
+
+    state = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state.log").start()
+    await state.wait_ready()
+    await produce(isolated, SUSPENSION_COMMANDS.name, [builders.command(c, space) for c in sorted(suspended)])
+    await wait_for_count(isolated.database_url, "SELECT count(*) FROM customer_state", len(suspended), 60,
+                         "the suspensions committed")
+    first = WorkerProcess(isolated, ("billing",), log_path=tmp_path / "billing-1.log").start()
+    second = None
+    try:
+        await first.wait_ready()
+        producing = asyncio.create_task(produce(isolated, INVOICE_JOBS.name, jobs))
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM invoice_decisions", 4_000, 120,
+                             "the billing worker to be well into the stream")
+        first.process.kill()  # type: ignore[union-attr]
+        first.process.wait()  # type: ignore[union-attr]
+        await producing
+        second = WorkerProcess(isolated, ("billing",), log_path=tmp_path / "billing-2.log").start()
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM invoice_decisions", distinct, 180,
+                             "a decision for every job after the restart")
+        await wait_for_count(isolated.database_url,
+                             "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60, "outbox drained")
+
+        expected = {j["job_id"]: ("dropped" if j["customer_id"] in suspended else "accepted") for j in jobs}
+        conn = await asyncpg.connect(isolated.database_url)
+        try:
+            decided = {r["job_id"]: r["status"] for r in await conn.fetch(
+                "SELECT job_id, status FROM invoice_decisions")}
+        finally:
+            await conn.close()
+        assert decided == expected
+        accepted = {record["job_id"] for _, record in await read_topic(isolated, "invoice.jobs.accepted")}
+        dropped = {record["job_id"] for _, record in await read_topic(isolated, "invoice.jobs.dropped")}
+        assert accepted == {j for j, s in expected.items() if s == "accepted"}
+        assert dropped == {j for j, s in expected.items() if s == "dropped"}
+    finally:
+        for worker in (first, second, state):
+            if worker:
+                worker.stop()

@@ -1,0 +1,163 @@
+"""Issue 7.2, 7.3, 7.7: database and broker outages, and graceful shutdown under load."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from suspensions.config import Settings
+from suspensions.db.migrate import migrate
+from suspensions.kafka import create_topics
+from suspensions.local.broker import LocalBroker
+from suspensions.local.postgres import LocalPostgres
+from tests.integration import builders
+from tests.reliability.harness import assert_state_matches_oracle, command_stream, count, customers, produce, wait_for_count
+from tests.support import WorkerProcess, uid, wait_until
+from topics import INVOICE_JOBS, SUSPENSION_COMMANDS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _ready(worker: WorkerProcess) -> bool:
+    return worker.readyz()
+
+
+async def _becomes(worker: WorkerProcess, ready: bool, timeout_s: float, what: str) -> None:
+    async def check() -> bool:
+        return await asyncio.to_thread(_ready, worker) is ready
+
+    await wait_until(check, timeout_s, what)
+
+
+async def test_database_outage_under_load(settings: Settings, tmp_path: Path) -> None:
+    postgres = LocalPostgres()
+    await asyncio.to_thread(postgres.start)
+    try:
+        with LocalBroker() as broker:
+            local = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,
+                                                "database_url": postgres.url})
+            await migrate(local.database_url)
+            await create_topics(local)
+            space = uid("space")
+            stream = command_stream(customers(1_000), space, 10_000)
+            jobs = [builders.invoice_job(c, space) for c in customers(3_000)]
+            worker = WorkerProcess(local, ("state", "billing"), log_path=tmp_path / "workers.log").start()
+            try:
+                await worker.wait_ready()
+                producing = asyncio.gather(
+                    produce(local, SUSPENSION_COMMANDS.name, stream, pace_every=500, pause_s=0.2),
+                    produce(local, INVOICE_JOBS.name, jobs, pace_every=200, pause_s=0.2),
+                )
+                await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", 1_000, 60,
+                                     "load under way")
+                await asyncio.to_thread(postgres.stop, keep_data=True)
+                down_at = time.monotonic()
+                await _becomes(worker, False, 30, "not ready while PostgreSQL is down")
+                remaining = 10 - (time.monotonic() - down_at)
+                await asyncio.sleep(max(0.0, remaining))  # the outage itself lasts 10 s, as specified
+                assert worker.process is not None and worker.process.poll() is None, "worker crashed"
+                await asyncio.to_thread(postgres.restart_after_stop)
+                await producing
+                distinct = len({c["command_id"] for c in stream})
+                await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", distinct, 180,
+                                     "every command applied after the outage")
+                await wait_for_count(local.database_url, "SELECT count(*) FROM invoice_decisions", len(jobs), 180,
+                                     "every job decided after the outage")
+                await wait_for_count(local.database_url,
+                                     "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60,
+                                     "outbox drained")
+                await _becomes(worker, True, 60, "ready again")
+                await assert_state_matches_oracle(local, stream)
+                retries = urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/metrics").read().decode()
+                assert "suspensions_transient_failures_total" in retries
+            finally:
+                assert worker.stop() == 0
+    finally:
+        postgres.stop()
+
+
+async def test_broker_outage_reconnects_without_manual_action(isolated: Settings, tmp_path: Path) -> None:
+    host, port = isolated.kafka_bootstrap_servers.split(":")
+    worker = WorkerProcess(isolated, ("state", "billing"), log_path=tmp_path / "workers.log").start()
+    replacement = None
+    try:
+        await worker.wait_ready()
+        # The local broker keeps topics in memory: stop it, start a new one on the same port, recreate topics.
+        subprocess.run(["pkill", "-f", f"listener-url tcp://{host}:{port}"], check=True)
+        await _becomes(worker, False, 60, "not ready while the broker is down")
+        replacement = LocalBroker(port=int(port)).start()
+        await create_topics(isolated)
+        await _becomes(worker, True, 120, "ready again after the broker came back")
+        customer, space = uid("cust"), uid("space")
+        await produce(isolated, SUSPENSION_COMMANDS.name, [builders.command(customer, space)])
+        await wait_until(lambda: count(isolated.database_url,
+                                       "SELECT count(*) FROM customer_state WHERE customer_id = $1", customer),
+                         60, "a command applied after reconnecting")
+        assert worker.process is not None and worker.process.poll() is None
+    finally:
+        worker.stop()
+        if replacement:
+            replacement.stop()
+
+
+async def test_sigterm_during_load_finishes_the_batch_and_exits_in_grace(isolated: Settings,
+                                                                           tmp_path: Path) -> None:
+    stream = command_stream(customers(1_000), uid("space"), 20_000)
+    distinct = len({c["command_id"] for c in stream})
+    grace = 10.0
+    env = {"SUSPENSIONS_SHUTDOWN_GRACE_S": str(grace)}
+    worker = WorkerProcess(isolated, ("state",), env, tmp_path / "state-1.log").start()
+    second = None
+    try:
+        await worker.wait_ready()
+        producing = asyncio.create_task(produce(isolated, SUSPENSION_COMMANDS.name, stream))
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", 3_000, 60, "load")
+        assert worker.process is not None
+        started = time.monotonic()
+        worker.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(worker.process.wait, grace + 10)
+        elapsed = time.monotonic() - started
+        assert code == 0 and elapsed < grace + 5
+        log = (tmp_path / "state-1.log").read_text()
+        assert '"worker stopped"' in log or "worker stopped" in log
+        await producing
+        applied_before_restart = await count(isolated.database_url, "SELECT count(*) FROM processed_commands")
+        committed = await _committed_offsets(isolated)
+
+        # Nothing is redone beyond the last uncommitted batch: the restart re-reads at most one batch.
+        second = WorkerProcess(isolated, ("state",), env, tmp_path / "state-2.log").start()
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", distinct, 180,
+                             "the rest applied after the restart")
+        # Every batch applied before the stop was committed (records >= distinct commands among them).
+        assert sum(committed.values()) >= applied_before_restart
+        await assert_state_matches_oracle(isolated, stream)
+        conn = await asyncpg.connect(isolated.database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM command_history") == distinct
+        finally:
+            await conn.close()
+    finally:
+        worker.stop()
+        if second:
+            second.stop()
+
+
+async def _committed_offsets(settings: Settings) -> dict[int, int]:
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        partitions = [TopicPartition(SUSPENSION_COMMANDS.name, p) for p in range(settings.topic_partitions)]
+        offsets = await admin.list_consumer_group_offsets(settings.state_group, partitions=partitions)
+        return {tp.partition: max(meta.offset, 0) for tp, meta in offsets.items()}
+    finally:
+        await admin.close()

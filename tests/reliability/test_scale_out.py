@@ -1,0 +1,73 @@
+"""Issue 7.4: two processes of every worker in the same groups, one added and one removed mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from suspensions.config import Settings
+from tests.integration import builders
+from tests.reliability.harness import assert_state_matches_oracle, command_stream, customers, produce, read_topic, wait_for_count
+from tests.support import WorkerProcess, publish_setting, uid
+from topics import CUSTOMER_SIGNUPS, INVOICE_JOBS, SETTINGS_SIGNUP, SUSPENSION_COMMANDS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def test_rebalances_lose_nothing_and_double_nothing(isolated: Settings, tmp_path: Path) -> None:
+    space, signup_space = uid("space"), uid("space")
+    stream = command_stream(customers(1_000), space, 12_000)
+    signups = [builders.signup(c, signup_space) for c in customers(4_000)]
+    jobs = [builders.invoice_job(c, space) for c in customers(4_000)]
+    processes = [WorkerProcess(isolated, log_path=tmp_path / f"workers-{i}.log") for i in range(3)]
+    try:
+        for process in processes[:2]:
+            process.start()
+        await asyncio.gather(*(process.wait_ready() for process in processes[:2]))
+        producer = AIOKafkaProducer(bootstrap_servers=isolated.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            await publish_setting(producer, processes[:2], SETTINGS_SIGNUP.name, signup_space,
+                                  builders.signup_setting(signup_space, True))
+        finally:
+            await producer.stop()
+
+        producing = asyncio.gather(
+            produce(isolated, SUSPENSION_COMMANDS.name, stream, pace_every=300, pause_s=0.5),
+            produce(isolated, CUSTOMER_SIGNUPS.name, signups, pace_every=100, pause_s=0.5),
+            produce(isolated, INVOICE_JOBS.name, jobs, pace_every=100, pause_s=0.5),
+        )
+        processes[2].start()  # scale out mid-stream
+        await processes[2].wait_ready()
+        assert processes[0].stop() == 0  # and back in, mid-stream
+        await producing
+
+        distinct = len({c["command_id"] for c in stream})
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands",
+                             distinct + len(signups), 240, "every command applied")
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM invoice_decisions", len(jobs), 240,
+                             "every job decided")
+        await wait_for_count(isolated.database_url,
+                             "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60, "outbox drained")
+
+        conn = await asyncpg.connect(isolated.database_url)
+        try:
+            assert await conn.fetchval(
+                "SELECT count(*) FROM customer_state WHERE space_id = $1 AND version = 1 AND suspended",
+                signup_space) == len(signups)
+            assert await conn.fetchval("SELECT count(*) FROM invoice_decisions WHERE status = 'accepted'") == len(jobs)
+            # Leave only the directly commanded customers for the oracle comparison.
+            await conn.execute("DELETE FROM customer_state WHERE space_id = $1", signup_space)
+            await conn.execute("DELETE FROM command_history WHERE space_id = $1", signup_space)
+        finally:
+            await conn.close()
+        accepted = [record["job_id"] for _, record in await read_topic(isolated, "invoice.jobs.accepted")]
+        assert set(accepted) == {j["job_id"] for j in jobs}
+        await assert_state_matches_oracle(isolated, stream)
+    finally:
+        for process in processes:
+            process.stop()
