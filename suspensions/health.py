@@ -12,14 +12,24 @@ class WorkerHealth:
     kafka_ok: bool = False
     database_ok: bool = True
     assigned_partitions: int = 0
+    # True once the group handed this member its share, even an empty one (more members than partitions).
+    assignment_received: bool = False
     last_loop_at: float = field(default_factory=time.monotonic)
+
+    def assigned(self, partitions: int) -> None:
+        self.assigned_partitions = partitions
+        self.assignment_received = True
+
+    def revoked(self) -> None:
+        self.assigned_partitions = 0
+        self.assignment_received = False
 
     def beat(self) -> None:
         self.last_loop_at = time.monotonic()
 
     @property
     def ready(self) -> bool:
-        return self.kafka_ok and self.database_ok and self.assigned_partitions > 0
+        return self.kafka_ok and self.database_ok and self.assignment_received
 
     def reasons_not_ready(self) -> list[str]:
         reasons = []
@@ -27,6 +37,6 @@ class WorkerHealth:
             reasons.append("not connected to Kafka")
         if not self.database_ok:
             reasons.append("PostgreSQL unreachable")
-        if self.assigned_partitions == 0:
-            reasons.append("no partitions assigned")
+        if not self.assignment_received:
+            reasons.append("no partition assignment yet (joining or rebalancing)")
         return reasons

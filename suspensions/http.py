@@ -24,7 +24,8 @@ def build_http_app(metrics: Metrics, healths: list[WorkerHealth]) -> web.Applica
         return web.json_response({"alive": not stale, "stale_loops": stale}, status=status)
 
     async def readyz(_: web.Request) -> web.Response:
-        workers = {h.name: {"ready": h.ready, "not_ready_because": h.reasons_not_ready()} for h in healths}
+        workers = {h.name: {"ready": h.ready, "partitions": h.assigned_partitions,
+                            "not_ready_because": h.reasons_not_ready()} for h in healths}
         ready = all(h.ready for h in healths)
         return web.json_response({"ready": ready, "workers": workers}, status=200 if ready else 503)
 

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Sequence
 
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
 
 from suspensions.config import Settings
 from suspensions.health import WorkerHealth
@@ -27,7 +28,7 @@ from workers.state.handler import StateHandler
 log = logging.getLogger(__name__)
 
 WORKER_NAMES = ("triggers", "state", "billing")
-DB_PING_INTERVAL_S = 2.0
+DEPENDENCY_CHECK_INTERVAL_S = 2.0
 
 
 async def connect_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
@@ -43,18 +44,42 @@ async def connect_pool(settings: Settings, stop: asyncio.Event | None = None) ->
             backoff = min(backoff * 2, settings.retry_max_backoff_s)
 
 
-async def _ping_database(pool: asyncpg.Pool, healths: list[WorkerHealth], stop: asyncio.Event) -> None:
+async def _kafka_reachable(settings: Settings) -> bool:
+    """A fresh connection each time: a broker that went away fails fast instead of hanging in retries."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=3_000)
+    try:
+        await asyncio.wait_for(admin.start(), 3)
+        await asyncio.wait_for(admin.list_topics(), 3)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means not reachable
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+async def _database_reachable(pool: asyncpg.Pool) -> bool:
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means not reachable
+        return False
+
+
+async def _watch_dependencies(
+    settings: Settings, pool: asyncpg.Pool | None, healths: list[WorkerHealth], stop: asyncio.Event
+) -> None:
+    """Keep readiness true to what the process can reach right now."""
     while not stop.is_set():
-        try:
-            async with pool.acquire(timeout=2) as conn:
-                await conn.fetchval("SELECT 1", timeout=2)
-            ok = True
-        except Exception:  # noqa: BLE001 - any failure means not ready
-            ok = False
+        kafka_ok = await _kafka_reachable(settings)
+        database_ok = await _database_reachable(pool) if pool is not None else True
         for health in healths:
-            health.database_ok = ok
+            health.kafka_ok = kafka_ok
+            if health.name != "triggers":
+                health.database_ok = database_ok
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), DB_PING_INTERVAL_S)
+            await asyncio.wait_for(stop.wait(), DEPENDENCY_CHECK_INTERVAL_S)
 
 
 async def _sample_lag(settings: Settings, names: Sequence[str], metrics: Metrics, stop: asyncio.Event) -> None:
@@ -92,7 +117,6 @@ async def run_workers(
     producer = None
     faust_app = None
     try:
-        db_healths: list[WorkerHealth] = []
         if "state" in names or "billing" in names:
             pool = await connect_pool(settings, stop)
             producer = make_producer(settings)
@@ -105,10 +129,8 @@ async def run_workers(
                     continue
                 health = WorkerHealth(name)
                 healths.append(health)
-                db_healths.append(health)
                 worker = BatchWorker(settings, group, handler, pool, producer, metrics, health)
                 tasks.append(asyncio.create_task(worker.run(stop), name=f"worker-{name}"))
-            tasks.append(asyncio.create_task(_ping_database(pool, db_healths, stop), name="db-ping"))
 
         if "triggers" in names:
             from workers.triggers.app import build_app
@@ -119,12 +141,12 @@ async def run_workers(
 
             @faust_app.on_partitions_assigned.connect
             async def _assigned(app, assigned, **kwargs) -> None:  # type: ignore[no-untyped-def]
-                health.assigned_partitions = len(assigned)
-                health.kafka_ok = True
+                health.assigned(len(assigned))
                 log.info("partitions assigned", extra={"worker": "triggers", "partitions": len(assigned)})
 
             @faust_app.on_partitions_revoked.connect
             async def _revoked(app, revoked, **kwargs) -> None:  # type: ignore[no-untyped-def]
+                health.revoked()
                 log.info("partitions revoked", extra={"worker": "triggers", "partitions": len(revoked)})
 
             async def _beat() -> None:
@@ -138,6 +160,7 @@ async def run_workers(
             log.info("worker started", extra={"worker": "triggers", "group": settings.triggers_group})
             tasks.append(asyncio.create_task(_beat(), name="triggers-beat"))
 
+        tasks.append(asyncio.create_task(_watch_dependencies(settings, pool, healths, stop), name="health"))
         if settings.lag_sample_interval_s > 0:
             tasks.append(asyncio.create_task(_sample_lag(settings, names, metrics, stop), name="lag"))
 

@@ -58,11 +58,12 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Wait for the batch in hand to finish and commit before giving partitions away.
         async with self._worker.batch_lock:
+            self._worker.health.revoked()
             log.info("partitions revoked", extra={"worker": self._worker.handler.worker,
                                                   "partitions": sorted(tp.partition for tp in revoked)})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._worker.health.assigned_partitions = len(assigned)
+        self._worker.health.assigned(len(assigned))
         self._worker.outbox_to_flush.update(tp.partition for tp in assigned)
         log.info("partitions assigned", extra={"worker": self._worker.handler.worker,
                                                "partitions": sorted(tp.partition for tp in assigned)})
@@ -116,7 +117,7 @@ class BatchWorker:
         finally:
             await consumer.stop()  # leaves the group
             self.health.kafka_ok = False
-            self.health.assigned_partitions = 0
+            self.health.revoked()
             log.info("worker stopped", extra={"worker": self.handler.worker})
 
     async def _fetch(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> dict[TopicPartition, list[ConsumerRecord]]:
@@ -125,7 +126,6 @@ class BatchWorker:
                 timeout_ms=self.settings.batch_timeout_ms * 4 or 100,
                 max_records=self.settings.batch_max_records,
             )
-            self.health.kafka_ok = True
             return batches
         except KafkaError as error:
             self.health.kafka_ok = False

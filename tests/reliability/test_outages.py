@@ -16,6 +16,7 @@ from suspensions.config import Settings
 from suspensions.db.migrate import migrate
 from suspensions.kafka import create_topics
 from suspensions.local.broker import LocalBroker
+from suspensions.local.ports import port_open
 from suspensions.local.postgres import LocalPostgres
 from tests.integration import builders
 from tests.reliability.harness import assert_state_matches_oracle, command_stream, count, customers, produce, wait_for_count
@@ -91,6 +92,7 @@ async def test_broker_outage_reconnects_without_manual_action(isolated: Settings
         await worker.wait_ready()
         # The local broker keeps topics in memory: stop it, start a new one on the same port, recreate topics.
         subprocess.run(["pkill", "-f", f"listener-url tcp://{host}:{port}"], check=True)
+        await wait_until(lambda: asyncio.to_thread(lambda: not port_open(host, int(port))), 30, "the broker gone")
         await _becomes(worker, False, 60, "not ready while the broker is down")
         replacement = LocalBroker(port=int(port)).start()
         await create_topics(isolated)
