@@ -7,7 +7,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import asyncpg
 import typer
@@ -55,7 +55,7 @@ def _print_json(data: object) -> None:
 async def _connect(settings: Settings) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(settings.database_url, timeout=10)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         _fail(f"cannot reach PostgreSQL at {settings.database_url}: {error}")
         raise  # unreachable
 
@@ -84,7 +84,7 @@ def db_migrate() -> None:
 
 @app.command("run")
 def run(
-    workers: Annotated[Optional[list[str]], typer.Argument(help="triggers, state, billing (default: all)")] = None,
+    workers: Annotated[list[str] | None, typer.Argument(help="triggers, state, billing (default: all)")] = None,
 ) -> None:
     """Run the named workers until SIGINT/SIGTERM, then stop cleanly."""
     settings = _settings()
@@ -176,7 +176,7 @@ def _send_one(action: Action, customer: str, space: str, actor: str, note: str |
 
 Space = Annotated[str, typer.Option("--space", help="The customer's space (tenant).")]
 ActorOption = Annotated[str, typer.Option("--actor", help="Who acts: admin:<id>.")]
-Note = Annotated[Optional[str], typer.Option("--note", help="Why, for the audit trail.")]
+Note = Annotated[str | None, typer.Option("--note", help="Why, for the audit trail.")]
 Wait = Annotated[bool, typer.Option("--wait", help="Wait until the state worker applied it.")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")]
 
@@ -297,7 +297,7 @@ def bulk_lift(
 
 
 @app.command("status")
-def status(customer: str, space: Annotated[Optional[str], typer.Option("--space", help="Only within this space.")]
+def status(customer: str, space: Annotated[str | None, typer.Option("--space", help="Only within this space.")]
            = None, as_json: JsonFlag = False) -> None:
     """Current state of one customer: suspended or not, why, and since when."""
     async def main() -> int:
@@ -328,7 +328,7 @@ def status(customer: str, space: Annotated[Optional[str], typer.Option("--space"
 
 
 @app.command("history")
-def history(customer: str, space: Annotated[Optional[str], typer.Option("--space", help="Only within this space.")]
+def history(customer: str, space: Annotated[str | None, typer.Option("--space", help="Only within this space.")]
             = None, as_json: JsonFlag = False) -> None:
     """Every command applied to one customer: when, who, why, and what caused it."""
     async def main() -> int:
@@ -388,8 +388,8 @@ def list_customers(
 
 @billing_app.command("dropped")
 def billing_dropped(
-    space: Annotated[Optional[str], typer.Option("--space")] = None,
-    customer: Annotated[Optional[str], typer.Option("--customer")] = None,
+    space: Annotated[str | None, typer.Option("--space")] = None,
+    customer: Annotated[str | None, typer.Option("--customer")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 1000,
     as_json: JsonFlag = False,
 ) -> None:
@@ -451,7 +451,7 @@ def _lag_table(reports: list) -> Table:  # type: ignore[type-arg]
 
 @app.command("lag")
 def lag(
-    group: Annotated[Optional[list[str]], typer.Option("--group", help="A consumer group (repeatable); "
+    group: Annotated[list[str] | None, typer.Option("--group", help="A consumer group (repeatable); "
                                                        "default: the service's own groups.")] = None,
     window: Annotated[float, typer.Option("--window", min=0, help="Seconds over which to judge the trend.")] = 6.0,
     samples: Annotated[int, typer.Option("--samples", min=1, help="Samples taken across the window.")] = 3,

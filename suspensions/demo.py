@@ -142,7 +142,7 @@ class Demo:
         async with self.arrived:
             try:
                 await asyncio.wait_for(self.arrived.wait_for(found), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise TimeoutError(f"no {topic} record matching {match} within {timeout_s}s") from None
 
     async def _settings_folded(self, count: float, timeout_s: float = 60.0) -> None:

@@ -83,7 +83,7 @@ def partition_status(history: Sequence[PartitionLag], active_members: int) -> St
     if any(sample.lag == 0 for sample in history):
         return Status.OK
     committed = [sample.committed if sample.committed is not None else -1 for sample in history]
-    if any(later < earlier for earlier, later in zip(committed, committed[1:])):
+    if any(later < earlier for earlier, later in zip(committed, committed[1:], strict=False)):
         return Status.REWIND
     if len(history) < 2:
         return Status.WARN  # lag now, and no window to judge a trend
@@ -91,7 +91,7 @@ def partition_status(history: Sequence[PartitionLag], active_members: int) -> St
         # Offsets never moved while records wait: nobody is committing (STOP), or it is stuck (STALL).
         return Status.STOP if active_members == 0 else Status.STALL
     lags = [sample.lag for sample in history]
-    if all(later >= earlier for earlier, later in zip(lags, lags[1:])):
+    if all(later >= earlier for earlier, later in zip(lags, lags[1:], strict=False)):
         return Status.WARN  # moving, but the lag never fell
     return Status.OK
 

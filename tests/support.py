@@ -186,6 +186,6 @@ async def publish_setting(producer: AIOKafkaProducer, workers: WorkerProcess | l
 
     async def folded() -> bool:
         now = [await asyncio.to_thread(settings_records_applied, worker) for worker in targets]
-        return all(after >= earlier + 1 for earlier, after in zip(before, now))
+        return all(after >= earlier + 1 for earlier, after in zip(before, now, strict=True))
 
     await wait_until(folded, 30, f"the triggers worker to fold the {topic} record {key}")

@@ -12,9 +12,10 @@ redelivered batch has no second effect.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import asyncpg
@@ -64,7 +65,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._worker.health.assigned(len(assigned))
-        self._worker.outbox_to_flush.update(tp.partition for tp in assigned)
+        self._worker.assigned = {tp.partition for tp in assigned}
+        self._worker.outbox_to_flush.update(self._worker.assigned)
         log.info("partitions assigned", extra={"worker": self._worker.handler.worker,
                                                "partitions": sorted(tp.partition for tp in assigned)})
 
@@ -88,6 +90,7 @@ class BatchWorker:
         self.metrics = metrics
         self.health = health
         self.batch_lock = asyncio.Lock()
+        self.assigned: set[int] = set()
         self.outbox_to_flush: set[int] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -109,7 +112,10 @@ class BatchWorker:
                     continue
                 async with self.batch_lock:
                     started = time.perf_counter()
-                    await self._retry(lambda: self._apply(records), "postgresql")
+                    if not await self._retry(functools.partial(self._apply, records), "postgresql"):
+                        # A failed attempt may have committed before its connection broke: its outbox
+                        # rows are published by the flush, since the retry finds the commands done.
+                        self.outbox_to_flush.update(self.assigned)
                     await self._commit(consumer, batches)
                     self.metrics.batch_seconds.labels(worker=self.handler.worker).observe(
                         time.perf_counter() - started
@@ -134,14 +140,15 @@ class BatchWorker:
             return {}
 
     async def _apply(self, records: list[ConsumerRecord]) -> None:
-        for record in records:
-            self.metrics.records_consumed.labels(worker=self.handler.worker, topic=record.topic).inc()
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 outbox = await self.handler.handle(conn, records)
                 ids = await repository.insert_outbox(conn, self.handler.source_topic, outbox)
         self.health.database_ok = True
-        await self._retry(lambda: self._publish(list(zip(ids, outbox))), "kafka")
+        await self._retry(functools.partial(self._publish, list(zip(ids, outbox, strict=True))), "kafka")
+        # Counted once applied and published, so a retried batch is not counted twice.
+        self.metrics.records_consumed.labels(worker=self.handler.worker, topic=self.handler.source_topic).inc(
+            len(records))
 
     async def _flush_outbox(self) -> None:
         partitions = sorted(self.outbox_to_flush)
@@ -179,12 +186,17 @@ class BatchWorker:
             # The effects are applied and deduplicated by id: the next owner re-reads and skips them.
             log.warning("offset commit failed", extra={"worker": self.handler.worker, "error": repr(error)})
 
-    async def _retry(self, action, dependency: str):  # type: ignore[no-untyped-def]
-        """Retry a transient failure with backoff until it succeeds; shutdown cancels it."""
+    async def _retry(self, action: Callable[[], Awaitable[object]], dependency: str) -> bool:
+        """Retry a transient failure with backoff until it succeeds; shutdown cancels it.
+
+        Returns True when the first attempt succeeded.
+        """
         backoff = self.settings.retry_initial_backoff_s
+        first_attempt = True
         while True:
             try:
-                return await action()
+                await action()
+                return first_attempt
             except (KafkaError, *TRANSIENT_DB_ERRORS) as error:
                 if isinstance(error, KafkaError):
                     self.health.kafka_ok = False
@@ -194,6 +206,7 @@ class BatchWorker:
                 log.warning("transient failure, retrying",
                             extra={"worker": self.handler.worker, "dependency": dependency,
                                    "error": repr(error), "backoff_s": backoff})
+                first_attempt = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 async def database_reachable(url: str) -> bool:
     try:
         conn = await asyncpg.connect(url, timeout=2)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
     await conn.close()
     return True

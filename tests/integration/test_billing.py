@@ -11,7 +11,14 @@ from aiokafka import AIOKafkaProducer
 from suspensions.config import Settings
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, run_cli, send, uid, wait_until
-from topics import DEADLETTER, INVOICE_JOBS, INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED, SUSPENSION_COMMANDS, SUSPENSION_STATE
+from topics import (
+    DEADLETTER,
+    INVOICE_JOBS,
+    INVOICE_JOBS_ACCEPTED,
+    INVOICE_JOBS_DROPPED,
+    SUSPENSION_COMMANDS,
+    SUSPENSION_STATE,
+)
 
 pytestmark = pytest.mark.integration
 

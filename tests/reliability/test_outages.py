@@ -19,7 +19,14 @@ from suspensions.local.broker import LocalBroker
 from suspensions.local.ports import port_open
 from suspensions.local.postgres import LocalPostgres
 from tests.integration import builders
-from tests.reliability.harness import assert_state_matches_oracle, command_stream, count, customers, produce, wait_for_count
+from tests.reliability.harness import (
+    assert_state_matches_oracle,
+    command_stream,
+    count,
+    customers,
+    produce,
+    wait_for_count,
+)
 from tests.support import WorkerProcess, uid, wait_until
 from topics import INVOICE_JOBS, SUSPENSION_COMMANDS
 

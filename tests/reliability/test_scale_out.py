@@ -11,7 +11,14 @@ from aiokafka import AIOKafkaProducer
 
 from suspensions.config import Settings
 from tests.integration import builders
-from tests.reliability.harness import assert_state_matches_oracle, command_stream, customers, produce, read_topic, wait_for_count
+from tests.reliability.harness import (
+    assert_state_matches_oracle,
+    command_stream,
+    customers,
+    produce,
+    read_topic,
+    wait_for_count,
+)
 from tests.support import WorkerProcess, publish_setting, uid
 from topics import CUSTOMER_SIGNUPS, INVOICE_JOBS, SETTINGS_SIGNUP, SUSPENSION_COMMANDS
 

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from models import (
     Action,
-    Reason,
     CrmOpportunityEvent,
     CustomerSignup,
     DecodeError,
     InvoiceJob,
     PlanChange,
+    Reason,
     SuspensionCommand,
     decode,
     encode,

@@ -6,7 +6,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models import CrmOpportunityEvent, CrmStageSetting, CustomerSignup, DecodeError, PlanChange, PlanSetting, Reason, SignupSetting
+from models import (
+    CrmOpportunityEvent,
+    CrmStageSetting,
+    CustomerSignup,
+    DecodeError,
+    PlanChange,
+    PlanSetting,
+    Reason,
+    SignupSetting,
+)
 from workers.triggers.rules import (
     SettingsSnapshot,
     commands_for_opportunity,

@@ -93,7 +93,7 @@ class StateHandler:
 
         assert state is not None
         self.metrics.commands_applied.labels(**labels).inc()
-        log.info("state changed", extra={"command_id": command.command_id, "customer_id": command.customer_id,
+        log.debug("state changed", extra={"command_id": command.command_id, "customer_id": command.customer_id,
                                          "action": command.action.value, "version": state.version,
                                          "topic": record.topic, "partition": record.partition,
                                          "offset": record.offset})

@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 import faust
 from aiokafka.structs import ConsumerRecord
 
-from models import CrmOpportunityEvent, CustomerSignup, DeadLetter, DecodeError, PlanChange, SuspensionCommand, decode, encode
+from models import (
+    CrmOpportunityEvent,
+    CustomerSignup,
+    DeadLetter,
+    DecodeError,
+    PlanChange,
+    SuspensionCommand,
+    decode,
+    encode,
+)
 from models.events import CustomerEvent
 from suspensions.config import Settings
 from suspensions.metrics import Metrics
@@ -112,9 +122,10 @@ def build_app(settings: Settings, metrics: Metrics) -> faust.App:
 
     async def handle_events(events: Sequence[faust.EventT]) -> None:
         deliveries = []
+        for topic, count in Counter(event.message.topic for event in events).items():
+            metrics.records_consumed.labels(worker=WORKER, topic=topic).inc(count)
         for event in events:
             message = event.message
-            metrics.records_consumed.labels(worker=WORKER, topic=message.topic).inc()
             try:
                 commands = commands_for_record(message.topic, message.key, message.value,
                                                settings_table.snapshot)

@@ -1,0 +1,1 @@
+"""Benchmarks: each worker against raw-client baselines on the same broker and database, same run."""

@@ -1,0 +1,442 @@
+"""The benchmark cases. Each returns a Figure; the baselines run on the same broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.probes import counter, peak_rss_bytes, time_consumption
+from suspensions.config import Settings
+from suspensions.local.ports import free_port
+from topics import (
+    CRM_OPPORTUNITIES,
+    CUSTOMER_PLAN_CHANGES,
+    CUSTOMER_SIGNUPS,
+    INVOICE_JOBS,
+    SETTINGS_CRM_STAGES,
+    SETTINGS_PLANS,
+    SETTINGS_SIGNUP,
+    SUSPENSION_COMMANDS,
+    SUSPENSION_STATE,
+)
+
+
+@dataclass
+class Figure:
+    case: str
+    records: int
+    records_per_s: float | None = None
+    baseline: str | None = None
+    baseline_records_per_s: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    peak_rss_mb: float | None = None
+    seconds: float | None = None
+    target: str = ""
+    met: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.records_per_s and self.baseline_records_per_s:
+            return self.records_per_s / self.baseline_records_per_s
+        return None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- plumbing -------------------------------------------------------------------------------
+
+
+async def produce_all(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=20,
+                                max_batch_size=512 * 1024, acks=1)
+    await producer.start()
+    try:
+        pending = []
+        for key, value in records:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def fresh_topics(settings: Settings, *names: str, partitions: int = 4) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names if n not in existing])
+    finally:
+        await admin.close()
+
+
+class Worker:
+    """A worker process as production runs it, with its /metrics port."""
+
+    def __init__(self, settings: Settings, *workers: str, **env: str) -> None:
+        self.port = free_port()
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("SUSPENSIONS_")}
+        environment.update({
+            "SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "SUSPENSIONS_DATABASE_URL": settings.database_url,
+            "SUSPENSIONS_HTTP_PORT": str(self.port),
+            "SUSPENSIONS_LOG_LEVEL": "WARNING",
+            "SUSPENSIONS_LAG_SAMPLE_INTERVAL_S": "0",
+            **env,
+        })
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "suspensions", "run", *workers],
+                                        env=environment, stdout=self.log, stderr=self.log)
+
+    async def ready(self, timeout_s: float = 120) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited; see {self.log.name}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1):
+                    return
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise TimeoutError("worker not ready")
+
+    def peak_rss_mb(self) -> float:
+        return peak_rss_bytes(self.process.pid) / 1e6
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+# --- baselines ------------------------------------------------------------------------------
+
+
+async def _raw_loop(settings: Settings, source: str, target: str, total: int, pool: asyncpg.Pool | None) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5,
+                                max_batch_size=256 * 1024)
+    await consumer.start()
+    await producer.start()
+    try:
+        partitions = [TopicPartition(source, p) for p in sorted(consumer.partitions_for_topic(source) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen = 0
+        started = None
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=200, max_records=2_000)
+            records = [r for batch in batches.values() for r in batch]
+            if not records:
+                continue
+            started = started or time.perf_counter()
+            if pool is not None:
+                async with pool.acquire() as conn:
+                    await conn.execute(
+                        "INSERT INTO bench_raw (key, value) SELECT * FROM unnest($1::text[], $2::bytea[]) "
+                        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        list({r.key.decode(): None for r in records}),
+                        [records[-1].value] * len({r.key.decode(): None for r in records}),
+                    )
+            deliveries = [await producer.send(target, r.value, key=r.key) for r in records]
+            await asyncio.gather(*deliveries)
+            seen += len(records)
+        return time.perf_counter() - (started or time.perf_counter())
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def raw_baselines(settings: Settings, records: list[tuple[bytes, bytes]]) -> tuple[float, float]:
+    """Records/s of the raw pass-through and of the raw persistence loops over the same records."""
+    run = uuid.uuid4().hex[:6]
+    source, out_a, out_b = f"bench.raw.in.{run}", f"bench.raw.out1.{run}", f"bench.raw.out2.{run}"
+    await fresh_topics(settings, source, out_a, out_b)
+    await produce_all(settings, source, records)
+    passthrough = len(records) / await _raw_loop(settings, source, out_a, len(records), None)
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        await pool.execute("DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw (key text PRIMARY KEY, value bytea)")
+        persistence = len(records) / await _raw_loop(settings, source, out_b, len(records), pool)
+    finally:
+        await pool.close()
+    return passthrough, persistence
+
+
+# --- the project's workers ------------------------------------------------------------------
+
+
+def event_mix(count: int, spaces: int = 20, seed: int = 1) -> tuple[list[tuple[str, bytes, bytes]], list, int]:
+    """Signup, plan and CRM events where about a third fire a rule; returns events, settings, commands expected."""
+    rng = random.Random(seed)
+    settings_records = []
+    for s in range(spaces):
+        space = f"bspace-{s}"
+        settings_records.append((SETTINGS_SIGNUP.name, space, {"space_id": space, "keep_new_members_suspended": s % 3 == 0,
+                                                              "updated_at": now_iso()}))
+        settings_records.append((SETTINGS_PLANS.name, f"probation-{s}", {
+            "space_id": space, "plan_id": f"probation-{s}", "suspend_on_join": True, "updated_at": now_iso()}))
+        settings_records.append((SETTINGS_CRM_STAGES.name, f"sales-{s}/bad-debt", {
+            "space_id": space, "board_id": f"sales-{s}", "stage_id": "bad-debt", "deactivate_account": True,
+            "updated_at": now_iso()}))
+    events = []
+    expected = 0
+    for i in range(count):
+        s = rng.randrange(spaces)
+        space, customer = f"bspace-{s}", f"bc-{i}"
+        base = {"event_id": f"be-{i}", "occurred_at": now_iso(), "space_id": space, "customer_id": customer}
+        kind = i % 3
+        if kind == 0:
+            plan = f"probation-{s}" if rng.random() < 0.2 else "standard"
+            events.append((CUSTOMER_SIGNUPS.name, customer, base | {"email": f"{customer}@example.com", "plan_id": plan}))
+            expected += (s % 3 == 0) + (plan != "standard")
+        elif kind == 1:
+            plan = f"probation-{s}" if rng.random() < 0.3 else "standard"
+            events.append((CUSTOMER_PLAN_CHANGES.name, customer, base | {"plan_id": plan, "previous_plan_id": "x"}))
+            expected += plan != "standard"
+        else:
+            stage = "bad-debt" if rng.random() < 0.3 else "won"
+            events.append((CRM_OPPORTUNITIES.name, customer, base | {
+                "opportunity_id": f"o-{i}", "board_id": f"sales-{s}", "stage_id": stage}))
+            expected += stage == "bad-debt"
+    encoded = [(topic, key.encode(), orjson.dumps(value)) for topic, key, value in events]
+    return encoded, settings_records, expected
+
+
+async def triggers_case(settings: Settings, count: int, passthrough: float) -> Figure:
+    events, settings_records, expected = event_mix(count)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    for topic, key, value in settings_records:
+        await producer.send_and_wait(topic, orjson.dumps(value), key=key.encode())
+    await producer.stop()
+    for topic in (CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name):
+        await produce_all(settings, topic, [(k, v) for t, k, v in events if t == topic])
+    worker = Worker(settings, "triggers")
+    try:
+        await worker.ready()
+        seconds = await time_consumption(worker.port, count)
+        while await asyncio.to_thread(counter, worker.port, "suspensions_trigger_commands_emitted_total") < expected:
+            await asyncio.sleep(0.02)
+        figure = Figure("triggers worker", count, count / seconds, "raw pass-through", passthrough,
+                        peak_rss_mb=worker.peak_rss_mb(), seconds=seconds, target="ratio >= 0.5")
+        figure.notes.append(f"{expected} commands emitted")
+    finally:
+        worker.stop()
+    figure.met = (figure.ratio or 0) >= 0.5
+    return figure
+
+
+def command_stream(count: int, customers: int, seed: int = 2) -> list[tuple[bytes, bytes]]:
+    rng = random.Random(seed)
+    records = []
+    issued = now_iso()
+    for i in range(count):
+        customer = f"sc-{rng.randrange(customers)}"
+        action = "suspend" if rng.random() < 0.7 else "lift"
+        reason = rng.choice(["signup", "plan", "crm_stage", "manual"]) if action == "suspend" else "manual"
+        records.append((customer.encode(), orjson.dumps({
+            "command_id": f"bcmd-{i}", "issued_at": issued, "space_id": "bench", "customer_id": customer,
+            "action": action, "reason": reason, "actor": "system"})))
+    return records
+
+
+async def state_case(settings: Settings, count: int, customers: int, persistence: float) -> Figure:
+    await produce_all(settings, SUSPENSION_COMMANDS.name, command_stream(count, customers))
+    worker = Worker(settings, "state")
+    try:
+        await worker.ready()
+        seconds = await time_consumption(worker.port, count)
+        figure = Figure("state worker", count, count / seconds, "raw persistence", persistence,
+                        peak_rss_mb=worker.peak_rss_mb(), seconds=seconds, target="ratio >= 0.5")
+        figure.notes.append(f"{customers} customers")
+    finally:
+        worker.stop()
+    figure.met = (figure.ratio or 0) >= 0.5
+    return figure
+
+
+async def billing_case(settings: Settings, count: int, customers: int, persistence: float) -> Figure:
+    suspended = {f"jc-{i}" for i in range(0, customers, 10)}  # 10% of the customers
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.copy_records_to_table(
+            "customer_state",
+            records=[(c, "bench", True, ["manual"], datetime.now(UTC), None, 1, datetime.now(UTC), "seed")
+                     for c in sorted(suspended)],
+            columns=["customer_id", "space_id", "suspended", "reasons", "suspended_at", "lifted_at", "version",
+                     "updated_at", "last_command_id"])
+    finally:
+        await conn.close()
+    rng = random.Random(3)
+    jobs = []
+    for i in range(count):
+        customer = f"jc-{rng.randrange(customers)}"
+        jobs.append((customer.encode(), orjson.dumps({
+            "job_id": f"bjob-{i}", "space_id": "bench", "customer_id": customer, "contract_id": f"k-{customer}",
+            "period_start": "2026-12-01", "period_end": "2026-12-31", "amount": "120.00", "currency": "EUR"})))
+    await produce_all(settings, INVOICE_JOBS.name, jobs)
+    worker = Worker(settings, "billing")
+    try:
+        await worker.ready()
+        seconds = await time_consumption(worker.port, count)
+        figure = Figure("billing consumer", count, count / seconds, "raw persistence", persistence,
+                        peak_rss_mb=worker.peak_rss_mb(), seconds=seconds, target="ratio >= 0.5")
+        figure.notes.append("10% of jobs for suspended customers")
+    finally:
+        worker.stop()
+    figure.met = (figure.ratio or 0) >= 0.5
+    return figure
+
+
+async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figure:
+    space = f"e2e-{uuid.uuid4().hex[:6]}"
+    worker = Worker(settings, "triggers", "state")
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    try:
+        await worker.ready()
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=0)
+        await producer.start()
+        await producer.send_and_wait(SETTINGS_SIGNUP.name, orjson.dumps(
+            {"space_id": space, "keep_new_members_suspended": True, "updated_at": now_iso()}), key=space.encode())
+        while await asyncio.to_thread(counter, worker.port, "suspensions_settings_records_total") < 1:
+            await asyncio.sleep(0.05)
+        consumer = AIOKafkaConsumer(SUSPENSION_STATE.name, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                    group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=5)
+        await consumer.start()
+        await consumer.seek_to_end()
+        total = int(rate * seconds)
+
+        async def collect() -> None:
+            while len(latencies) < total:
+                batches = await consumer.getmany(timeout_ms=50)
+                arrived = time.perf_counter()
+                for batch in batches.values():
+                    for record in batch:
+                        customer = record.key.decode()
+                        if customer in sent:
+                            latencies.append(arrived - sent.pop(customer))
+
+        collector = asyncio.create_task(collect())
+        started = time.perf_counter()
+        for i in range(total):
+            customer = f"{space}-c{i}"
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            value = orjson.dumps({"event_id": f"{space}-e{i}", "occurred_at": now_iso(), "space_id": space,
+                                  "customer_id": customer})
+            sent[customer] = time.perf_counter()
+            await producer.send(CUSTOMER_SIGNUPS.name, value, key=customer.encode())
+        try:
+            await asyncio.wait_for(collector, 60)
+        finally:
+            collector.cancel()
+            await consumer.stop()
+            await producer.stop()
+    finally:
+        worker.stop()
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[int(len(ordered) * 0.99) - 1] * 1000
+    figure = Figure("end to end (signup to state record)", len(ordered), p50_ms=p50, p99_ms=p99,
+                    seconds=seconds, target="p99 < 100 ms, p50 < 25 ms", met=p99 < 100 and p50 < 25)
+    figure.notes.append(f"steady {rate} events/s for {seconds:.0f} s")
+    return figure
+
+
+async def bulk_case(settings: Settings, lines: int) -> Figure:
+    worker = Worker(settings, "state")
+    try:
+        await worker.ready()
+        path = Path(tempfile.mkstemp(suffix=".csv")[1])
+        space = f"bulk-{uuid.uuid4().hex[:6]}"
+        path.write_text("customer_id,space_id,note\n" + "".join(f"{space}-{i},{space},bench\n" for i in range(lines)))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUSPENSIONS_")}
+        env.update({"SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+                    "SUSPENSIONS_DATABASE_URL": settings.database_url})
+        started = time.perf_counter()
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "suspensions", "bulk", "suspend", "--file", str(path), "--json"],
+            env=env, capture_output=True, text=True, timeout=300)
+        seconds = time.perf_counter() - started
+        summary = orjson.loads(result.stdout) if result.returncode == 0 else {}
+        figure = Figure("bulk CLI (published and confirmed)", lines, lines / seconds, seconds=seconds,
+                        target="10,000 lines < 5 s", met=summary.get("applied") == lines and seconds < 5 * lines / 10_000)
+        figure.notes.append(f"applied {summary.get('applied')} of {lines}; includes the CLI's start-up")
+    finally:
+        worker.stop()
+    return figure
+
+
+async def memory_case(settings: Settings, known_customers: int, traffic: int) -> list[Figure]:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        now = datetime.now(UTC)
+        await conn.copy_records_to_table(
+            "customer_state",
+            records=[(f"mem-{i}", "mem", i % 7 == 0, ["manual"] if i % 7 == 0 else [], now, None, 1, now, "seed")
+                     for i in range(known_customers)],
+            columns=["customer_id", "space_id", "suspended", "reasons", "suspended_at", "lifted_at", "version",
+                     "updated_at", "last_command_id"])
+    finally:
+        await conn.close()
+    rng = random.Random(4)
+    commands, jobs = [], []
+    for i in range(traffic):
+        customer = f"mem-{rng.randrange(known_customers)}"
+        commands.append((customer.encode(), orjson.dumps({
+            "command_id": f"mcmd-{i}", "issued_at": now_iso(), "space_id": "mem", "customer_id": customer,
+            "action": "suspend", "reason": "plan", "actor": "system"})))
+        customer = f"mem-{rng.randrange(known_customers)}"
+        jobs.append((customer.encode(), orjson.dumps({
+            "job_id": f"mjob-{i}", "space_id": "mem", "customer_id": customer, "contract_id": "k",
+            "period_start": "2026-12-01", "period_end": "2026-12-31", "amount": "9.99", "currency": "EUR"})))
+    figures = []
+    for name, topic, records in (("state", SUSPENSION_COMMANDS.name, commands), ("billing", INVOICE_JOBS.name, jobs)):
+        # Runs after the throughput cases, in the same groups: their offsets are at the end already.
+        worker = Worker(settings, name)
+        try:
+            await worker.ready()
+            await produce_all(settings, topic, records)
+            deadline = time.monotonic() + 300
+            while await asyncio.to_thread(counter, worker.port, "suspensions_records_consumed_total") < traffic:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("memory case did not finish")
+                await asyncio.sleep(0.1)
+            rss = worker.peak_rss_mb()
+        finally:
+            worker.stop()
+        figures.append(Figure(f"memory: {name} worker", traffic, peak_rss_mb=rss,
+                              target="< 250 MB RSS", met=rss < 250,
+                              notes=[f"{known_customers:,} known customers in PostgreSQL"]))
+    return figures

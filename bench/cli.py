@@ -1,0 +1,112 @@
+"""`python -m bench [--quick]`: start a local stack, run every case, print one table, write JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench import cases
+from suspensions.config import Settings
+from suspensions.local.stack import LocalStack
+
+app = typer.Typer(add_completion=False, help=__doc__)
+console = Console()
+
+SIZES = {
+    # case: (full, quick, tiny: the smoke test's, to keep the command working)
+    "events": (200_000, 20_000, 300),
+    "state_customers": (50_000, 5_000, 100),
+    "billing_customers": (20_000, 2_000, 100),
+    "e2e_seconds": (30.0, 5.0, 1.0),
+    "bulk_lines": (10_000, 10_000, 100),
+    "known_customers": (1_000_000, 100_000, 1_000),
+    "memory_traffic": (20_000, 5_000, 100),
+}
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def render(figures: list[cases.Figure]) -> Table:
+    table = Table(title="suspensions benchmarks (ratio = project / baseline, same run)")
+    for column in ("case", "records", "baseline rec/s", "project rec/s", "ratio", "p50 ms", "p99 ms",
+                   "peak RSS MB", "target", "met"):
+        table.add_column(column, justify="left" if column in ("case", "target") else "right")
+    for f in figures:
+        table.add_row(
+            f.case, _fmt(f.records), _fmt(f.baseline_records_per_s), _fmt(f.records_per_s), _fmt(f.ratio, 2),
+            _fmt(f.p50_ms, 1), _fmt(f.p99_ms, 1), _fmt(f.peak_rss_mb, 0), f.target,
+            "" if f.met is None else ("yes" if f.met else "[red]no[/red]"),
+        )
+    return table
+
+
+async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
+    size = {name: values[scale] for name, values in SIZES.items()}
+    stack = LocalStack(base=Settings())
+    settings = await stack.start()
+    settings = settings.model_copy(update={"log_level": "WARNING"})
+    figures: list[cases.Figure] = []
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
+    try:
+        events = size["events"]
+        console.print(f"[bold]baselines[/bold]: raw pass-through and raw persistence over {events:,} records")
+        sample = [(f"k{i}".encode(), b'{"event_id":"e","occurred_at":"2026-11-25T10:00:00Z","space_id":"s",'
+                   b'"customer_id":"c","email":"someone@example.com"}') for i in range(events)]
+        passthrough, persistence = await cases.raw_baselines(settings, sample)
+        figures.append(cases.Figure("raw pass-through (baseline)", events, passthrough))
+        figures.append(cases.Figure("raw persistence (baseline)", events, persistence))
+        steps = [
+            ("triggers", lambda: cases.triggers_case(settings, events, passthrough)),
+            ("state", lambda: cases.state_case(settings, events, size["state_customers"], persistence)),
+            ("billing", lambda: cases.billing_case(settings, events, size["billing_customers"], persistence)),
+            ("e2e", lambda: cases.end_to_end_case(settings, 1_000, size["e2e_seconds"])),
+            ("bulk", lambda: cases.bulk_case(settings, size["bulk_lines"])),
+            ("memory", lambda: cases.memory_case(settings, size["known_customers"], size["memory_traffic"])),
+        ]
+        for name, step in steps:
+            if not wanted(name):
+                continue
+            console.print(f"[bold]{name}[/bold] ...")
+            started = time.perf_counter()
+            result = await step()
+            figures.extend(result if isinstance(result, list) else [result])
+            console.print(f"  done in {time.perf_counter() - started:.1f} s")
+    finally:
+        stack.stop()
+    return figures
+
+
+@app.command()
+def main(
+    quick: Annotated[bool, typer.Option("--quick", help="Small counts: under a minute.")] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", hidden=True, help="Smoke-test counts.")] = False,
+    output: Annotated[Path, typer.Option("--output", help="Where to write the figures as JSON.")]
+    = Path("bench/results/latest.json"),
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only these cases (baselines always run).")]
+    = None,
+) -> None:
+    started = time.perf_counter()
+    figures = asyncio.run(run_all(2 if tiny else 1 if quick else 0, set(only) if only else None))
+    console.print(render(figures))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({
+        "taken_at": datetime.now(UTC).isoformat(), "quick": quick, "tiny": tiny, "machine": platform.platform(),
+        "cpus": __import__("os").cpu_count(), "seconds": round(time.perf_counter() - started, 1),
+        "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],
+    }, indent=2))
+    console.print(f"figures written to {output} ({time.perf_counter() - started:.0f} s in all)")
