@@ -393,6 +393,8 @@ async def bulk_case(settings: Settings, lines: int) -> Figure:
         figure = Figure("bulk CLI (published and confirmed)", lines, lines / seconds, seconds=seconds,
                         target="10,000 lines < 5 s", met=summary.get("applied") == lines and seconds < 5 * lines / 10_000)
         figure.notes.append(f"applied {summary.get('applied')} of {lines}; includes the CLI's start-up")
+        if result.returncode != 0:
+            figure.notes.append(f"bulk exited {result.returncode}: {result.stderr[-500:]} {result.stdout[-300:]}")
     finally:
         worker.stop()
     return figure

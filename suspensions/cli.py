@@ -225,8 +225,9 @@ def _bulk(action: Action, file: Path, actor: str, missed: MissedInvoices | None,
         async with producer(settings) as kafka:
             with progress, file.open(newline="", encoding="utf-8") as handle:
                 task = progress.add_task(f"publishing {action.value} commands", total=file.stat().st_size)
+                lines = operators.CountingLines(handle)
                 batch = []
-                for item in operators.read_bulk_lines(handle):
+                for item in operators.read_bulk_lines(lines):
                     if isinstance(item, operators.MalformedLine):
                         summary.malformed.append(item)  # type: ignore[union-attr]
                         continue
@@ -235,7 +236,7 @@ def _bulk(action: Action, file: Path, actor: str, missed: MissedInvoices | None,
                         await operators.publish(kafka, batch)
                         command_ids.extend(c.command_id for c in batch)
                         batch = []
-                        progress.update(task, completed=handle.tell())
+                        progress.update(task, completed=lines.bytes_read)
                 if batch:
                     await operators.publish(kafka, batch)
                     command_ids.extend(c.command_id for c in batch)

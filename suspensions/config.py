@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 2_000
     kafka_rebalance_timeout_ms: int = 20_000
     kafka_max_poll_interval_ms: int = 300_000
+    # How long a fetch may wait for data. Apache Kafka answers as soon as data arrives; the local
+    # broker always waits this long, so locally it must be short or every hop costs the full wait.
+    kafka_fetch_max_wait_ms: int = Field(default=10, ge=0)
 
     # Topic creation.
     topic_partitions: int = Field(default=4, ge=1)
@@ -73,6 +76,7 @@ class Settings(BaseSettings):
             "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
             "rebalance_timeout_ms": self.kafka_rebalance_timeout_ms,
             "max_poll_interval_ms": self.kafka_max_poll_interval_ms,
+            "fetch_max_wait_ms": self.kafka_fetch_max_wait_ms,
             "request_timeout_ms": self.kafka_request_timeout_ms,
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
             "fetch_max_bytes": 16 * 1024 * 1024,

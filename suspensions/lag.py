@@ -131,7 +131,8 @@ class LagProbe:
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, max_partition_fetch_bytes=64 * 1024)
+                                enable_auto_commit=False, max_partition_fetch_bytes=64 * 1024,
+                                fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms)
 
     async def _partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
         wanted = set(topics)

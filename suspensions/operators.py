@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
@@ -98,7 +98,20 @@ class MalformedLine:
     error: str
 
 
-def read_bulk_lines(handle: TextIO) -> Iterator[BulkLine | MalformedLine]:
+class CountingLines:
+    """Lines of a text file, counting the bytes read so far (for progress while streaming)."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._handle = handle
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._handle:
+            self.bytes_read += len(line.encode("utf-8"))
+            yield line
+
+
+def read_bulk_lines(handle: Iterable[str]) -> Iterator[BulkLine | MalformedLine]:
     """Stream a CSV of ``customer_id,space_id[,note]`` (header optional), one line at a time."""
     reader = csv.reader(handle)
     for row in reader:

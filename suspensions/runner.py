@@ -117,10 +117,10 @@ async def run_workers(
     producer = None
     faust_app = None
     try:
+        producer = make_producer(settings)
+        await producer.start()
         if "state" in names or "billing" in names:
             pool = await connect_pool(settings, stop)
-            producer = make_producer(settings)
-            await producer.start()
             for name, group, handler in (
                 ("state", settings.state_group, StateHandler(metrics)),
                 ("billing", settings.billing_group, BillingHandler(metrics)),
@@ -137,7 +137,7 @@ async def run_workers(
 
             health = WorkerHealth("triggers")
             healths.append(health)
-            faust_app = build_app(settings, metrics)
+            faust_app = build_app(settings, metrics, producer)
 
             @faust_app.on_partitions_assigned.connect
             async def _assigned(app, assigned, **kwargs) -> None:  # type: ignore[no-untyped-def]

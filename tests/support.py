@@ -58,6 +58,7 @@ class TopicTail:
         self._consumer = AIOKafkaConsumer(
             *self.topics, bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run())

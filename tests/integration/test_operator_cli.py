@@ -118,7 +118,8 @@ async def test_bulk_suspend_and_lift_with_malformed_lines(
     csv_file = tmp_path / "suspend.csv"
     csv_file.write_text("\n".join(lines) + "\n")
 
-    result = run_cli(settings, "bulk", "suspend", "--file", str(csv_file), "--actor", "admin:7", "--json")
+    result = run_cli(settings, "bulk", "suspend", "--file", str(csv_file), "--actor", "admin:7", "--json",
+                     "--batch-size", "64")
     summary = json.loads(result.stdout)
     assert result.returncode == 1  # malformed and rejected lines make it non-zero
     assert summary["sent"] == 302 and summary["applied"] == 300 and summary["noop"] == 1

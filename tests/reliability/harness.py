@@ -81,7 +81,8 @@ async def wait_for_count(db_url: str, sql: str, at_least: int, timeout_s: float,
 async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
     """Every record of a topic, from the beginning to its current end (fetch high watermark)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
     await consumer.start()
     try:
         from aiokafka import TopicPartition

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import faust
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from models import (
@@ -38,6 +39,7 @@ from workers.triggers.rules import (
     commands_for_signup,
 )
 from workers.triggers.settings_table import SettingsTable
+from workers.triggers.transport import app_class
 
 log = logging.getLogger(__name__)
 WORKER = "triggers"
@@ -61,17 +63,19 @@ def commands_for_record(
     return rule(event, settings)  # type: ignore[arg-type]
 
 
-def build_app(settings: Settings, metrics: Metrics) -> faust.App:
-    app = faust.App(
+def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) -> faust.App:
+    """The faust app: consumes the event topics; emits with the given (started) aiokafka producer.
+
+    faust's own producer buffers sends behind a flush loop, which capped a live stream near
+    a few hundred events per second on this machine; a plain producer, awaited per batch, does not.
+    """
+    app = app_class(settings.kafka_fetch_max_wait_ms)(
         settings.triggers_group,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
         web_enabled=False,
         topic_disable_leader=True,
         topic_allow_declare=False,
-        producer_acks=-1,
-        producer_linger_ms=settings.kafka_linger_ms,
-        producer_request_timeout=settings.kafka_request_timeout_ms / 1000,
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
@@ -80,28 +84,19 @@ def build_app(settings: Settings, metrics: Metrics) -> faust.App:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=True,
     )
-    # faust turns producer idempotence on only with exactly_once, which we do not use:
-    # command ids derive from events, so a re-sent command has no further effect.
-
-    def raw_topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
-                         value_serializer="raw", internal=False)
-
     events_topic = app.topic(
         CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name,
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
     )
-    commands_topic = raw_topic(SUSPENSION_COMMANDS.name)
-    deadletter_topic = raw_topic(DEADLETTER.name)
 
     async def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
                           value: bytes | None, error: str) -> asyncio.Future:
         letter = DeadLetter.for_record(topic=topic, partition=partition, offset=offset, key=key,
                                        value=value, error=error, worker=WORKER)
-        log.warning("dead letter", extra={"topic": topic, "partition": partition, "offset": offset,
-                                          "error": error})
+        log.warning("dead letter", extra={"worker": WORKER, "topic": topic, "partition": partition,
+                                          "offset": offset, "error": error})
         metrics.dead_letters.labels(topic=topic).inc()
-        return await deadletter_topic.send(key=key, value=encode(letter), force=True)
+        return await producer.send(DEADLETTER.name, encode(letter), key=key)
 
     async def reject_setting(record: ConsumerRecord, error: str) -> None:
         await (await dead_letter(record.topic, record.partition, record.offset, record.key,
@@ -117,7 +112,7 @@ def build_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.agent(events_topic)
     async def triggers(stream: faust.StreamT) -> None:
         await settings_table.ready.wait()
-        async for events in stream.take_events(1_000, within=0.02):
+        async for events in stream.take_events(1_000, within=0.005):
             await handle_events(events)
 
     async def handle_events(events: Sequence[faust.EventT]) -> None:
@@ -135,9 +130,9 @@ def build_app(settings: Settings, metrics: Metrics) -> faust.App:
                 continue
             for command in commands:
                 metrics.commands_emitted.labels(reason=command.reason.value).inc()
-                deliveries.append(await commands_topic.send(
-                    key=command.customer_id.encode(), value=encode(command),
-                    headers=[("command_id", command.command_id.encode())], force=True,
+                deliveries.append(await producer.send(
+                    SUSPENSION_COMMANDS.name, encode(command), key=command.customer_id.encode(),
+                    headers=[("command_id", command.command_id.encode())],
                 ))
         # Acknowledged by the broker before the events are acked and their offsets committed.
         await asyncio.gather(*deliveries)
