@@ -24,7 +24,7 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
-async def time_consumption(port: int, total: int, timeout_s: float = 600.0, poll_s: float = 0.02) -> float:
+async def time_consumption(port: int, total: int, timeout_s: float = 600.0, poll_s: float = 0.1) -> float:
     """Seconds from the worker's first consumed record to its last (records_consumed_total)."""
     name = "suspensions_records_consumed_total"
     deadline = time.monotonic() + timeout_s

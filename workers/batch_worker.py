@@ -29,6 +29,7 @@ from suspensions.db.repository import OutboxRecord
 from suspensions.health import WorkerHealth
 from suspensions.kafka import make_consumer
 from suspensions.metrics import Metrics
+from suspensions.publish import Outgoing, publish_all
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +164,10 @@ class BatchWorker:
     async def _publish(self, pending: list[tuple[int, OutboxRecord]]) -> None:
         if not pending:
             return
-        deliveries = [
-            await self.producer.send(
-                record.topic, record.value, key=record.key,
-                headers=[("record_id", record.record_id.encode())],
-            )
+        await publish_all(self.producer, (
+            Outgoing(record.topic, record.key, record.value, (("record_id", record.record_id.encode()),))
             for _, record in pending
-        ]
-        await asyncio.gather(*deliveries)
+        ))
         now = time.time()
         for _, record in pending:
             if record.event_time is not None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import asyncpg
 
@@ -26,8 +27,9 @@ class OutboxRecord:
     event_time: float | None = None  # for the latency metric only; not stored
 
 
-@dataclass(frozen=True)
-class HistoryRow:
+class HistoryRow(NamedTuple):
+    """One row of command_history, in column order (it goes to COPY as it is)."""
+
     command_id: str
     customer_id: str
     space_id: str
@@ -133,22 +135,8 @@ async def upsert_states(conn: asyncpg.Connection, states: Sequence[CustomerState
 
 
 async def insert_history(conn: asyncpg.Connection, rows: Sequence[HistoryRow]) -> None:
-    if not rows:
-        return
-    await conn.copy_records_to_table(
-        "command_history",
-        records=[
-            (r.command_id, r.customer_id, r.space_id, r.action, r.reason, r.actor, r.note, r.cause_topic,
-             r.cause_event_id, r.missed_invoices, r.issued_at, r.applied_at, r.outcome, r.version_after,
-             r.source_partition, r.source_offset)
-            for r in rows
-        ],
-        columns=[
-            "command_id", "customer_id", "space_id", "action", "reason", "actor", "note", "cause_topic",
-            "cause_event_id", "missed_invoices", "issued_at", "applied_at", "outcome", "version_after",
-            "source_partition", "source_offset",
-        ],
-    )
+    if rows:
+        await conn.copy_records_to_table("command_history", records=rows, columns=list(HistoryRow._fields))
 
 
 async def mark_processed(conn: asyncpg.Connection, outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
@@ -165,15 +153,25 @@ async def mark_processed(conn: asyncpg.Connection, outcomes: Sequence[tuple[str,
 
 
 async def settle_dropped_jobs(
-    conn: asyncpg.Connection, customer_id: str, status: str, command_id: str, at: datetime
-) -> list[str]:
-    """Mark the jobs dropped during the suspension that just ended; returns their job texts."""
+    conn: asyncpg.Connection, settlements: dict[str, tuple[str, str]], at: datetime
+) -> dict[str, list[str]]:
+    """Mark the jobs dropped during the suspensions just ended, for every customer in one statement.
+
+    ``settlements`` maps a customer to (new status, lifting command id); returns each customer's
+    settled job texts in the order they were dropped.
+    """
     rows = await conn.fetch(
-        "UPDATE invoice_decisions SET status = $2, settled_at = $4, settled_by_command = $3 "
-        "WHERE customer_id = $1 AND status = 'dropped' RETURNING job, decided_at",
-        customer_id, status, command_id, at,
+        "UPDATE invoice_decisions AS d SET status = s.status, settled_at = $4, settled_by_command = s.command_id "
+        "FROM unnest($1::text[], $2::text[], $3::text[]) AS s(customer_id, status, command_id) "
+        "WHERE d.customer_id = s.customer_id AND d.status = 'dropped' "
+        "RETURNING d.customer_id, d.job, d.decided_at, d.job_id",
+        list(settlements), [status for status, _ in settlements.values()],
+        [command_id for _, command_id in settlements.values()], at,
     )
-    return [row["job"] for row in sorted(rows, key=lambda row: row["decided_at"])]
+    settled: dict[str, list[str]] = {customer_id: [] for customer_id in settlements}
+    for row in sorted(rows, key=lambda row: (row["decided_at"], row["job_id"])):
+        settled[row["customer_id"]].append(row["job"])
+    return settled
 
 
 # --- billing worker -------------------------------------------------------------------------

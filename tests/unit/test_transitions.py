@@ -88,3 +88,18 @@ def test_batch_applies_in_order_and_skips_duplicates() -> None:
         Outcome.CHANGED, Outcome.DUPLICATE, Outcome.DUPLICATE, Outcome.CHANGED, Outcome.CHANGED]
     assert [s.version for s in plan.changed_states] == [1, 2, 3]
     assert plan.final_states["c1"].version == 3 and plan.final_states["c1"].reasons == (Reason.PLAN,)
+
+
+def test_hot_path_state_encoding_equals_the_contract_model() -> None:
+    from models import SuspensionState, decode, encode
+    from workers.state.handler import encode_state
+
+    plus_one = datetime(2026, 11, 25, 10, 30, 0, 123456, tzinfo=UTC).astimezone(
+        __import__("datetime").timezone(timedelta(hours=1)))
+    for state in (
+        CustomerState("c1", "s1", True, (Reason.SIGNUP, Reason.PLAN), plus_one, None, 3, NOW, "k"),
+        CustomerState("c2", "s2", False, (), T0, NOW, 4, NOW, "k2"),
+    ):
+        fast = decode(SuspensionState, encode_state(state))
+        assert fast == state.to_record()
+        assert encode(fast) == encode(state.to_record())

@@ -6,6 +6,7 @@ and settles the dropped jobs) either sees this batch's drops or runs before it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -48,9 +49,10 @@ class BillingHandler:
         states = await repository.lock_states(conn, (job.customer_id for _, job in jobs), share=True)
         decided = await repository.decided_jobs(conn, (job.job_id for _, job in jobs))
         rows: list[DecisionRow] = []
+        counts: Counter[str] = Counter()
         for record, job in jobs:
             verdict = decide(job, states.get(job.customer_id), job.job_id in decided)
-            self.metrics.invoice_jobs.labels(decision=verdict.decision.value).inc()
+            counts[verdict.decision.value] += 1
             if verdict.decision is Decision.DUPLICATE:
                 continue
             if verdict.decision is Decision.REJECTED:
@@ -75,4 +77,6 @@ class BillingHandler:
             out.append(OutboxRecord(topic=topic, key=record.key, value=orjson.dumps(payload),
                                     record_id=job.job_id, source_partition=record.partition))
         await repository.insert_decisions(conn, rows)
+        for decision, count in counts.items():
+            self.metrics.invoice_jobs.labels(decision=decision).inc(count)
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -10,13 +11,13 @@ import asyncpg
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from models import Action, DecodeError, MissedInvoices, SuspensionCommand, decode, encode
+from models import Action, DecodeError, MissedInvoices, SuspensionCommand, decode
 from suspensions.db import repository
 from suspensions.db.repository import HistoryRow, OutboxRecord
 from suspensions.metrics import Metrics
 from topics import INVOICE_JOBS_ACCEPTED, SUSPENSION_COMMANDS, SUSPENSION_STATE
 from workers.deadletters import check_customer_key, dead_letter_record
-from workers.state.transitions import Applied, Outcome, plan_batch
+from workers.state.transitions import Applied, CustomerState, Outcome, plan_batch
 
 log = logging.getLogger(__name__)
 
@@ -49,78 +50,101 @@ class StateHandler:
 
         history: list[HistoryRow] = []
         outcomes: list[tuple[str, str]] = []
+        counts: Counter[tuple[Outcome, str, str]] = Counter()
+        settlements: dict[str, Applied] = {}  # the first lift that ended each customer's suspension
         for applied in plan.applied:
+            command, transition = applied.command, applied.transition
             record = records[applied.position]
-            outputs[applied.position] = await self._effects(conn, applied, record, now, history, outcomes)
+            counts[(transition.outcome, command.action.value, command.reason.value)] += 1
+            if transition.outcome is Outcome.DUPLICATE:
+                continue
+            outcomes.append((command.command_id, transition.outcome.value))
+            if transition.outcome is Outcome.REJECTED:
+                outputs[applied.position] = [
+                    dead_letter_record(record, transition.error or "rejected", self.worker, self.metrics)]
+                continue
+            history.append(history_row(command, transition.outcome, transition.state, record, now))
+            if transition.outcome is Outcome.CHANGED:
+                state = transition.state
+                assert state is not None
+                outputs[applied.position] = [OutboxRecord(
+                    topic=SUSPENSION_STATE.name, key=record.key, value=encode_state(state),
+                    record_id=f"{state.customer_id}:{state.version}", source_partition=record.partition,
+                    event_time=command.issued_at.timestamp(),
+                )]
+                if transition.settle_missed_invoices is not None:
+                    settlements.setdefault(command.customer_id, applied)
+
+        if settlements:
+            for customer_id, jobs in (await self._settle_missed(conn, settlements, now)).items():
+                applied = settlements[customer_id]
+                outputs[applied.position].extend(
+                    rebilled_record(job, records[applied.position]) for job in jobs)
 
         await repository.upsert_states(conn, list(plan.final_states.values()))
         await repository.insert_history(conn, history)
         await repository.mark_processed(conn, outcomes, now)
+        self._count(counts)
         return [out for position in sorted(outputs) for out in outputs[position]]
 
-    async def _effects(
-        self,
-        conn: asyncpg.Connection,
-        applied: Applied,
-        record: ConsumerRecord,
-        now: datetime,
-        history: list[HistoryRow],
-        outcomes: list[tuple[str, str]],
-    ) -> list[OutboxRecord]:
-        command, transition = applied.command, applied.transition
-        labels = {"action": command.action.value, "reason": command.reason.value}
-        if transition.outcome is Outcome.DUPLICATE:
-            self.metrics.commands_duplicate.inc()
-            return []
-        outcomes.append((command.command_id, transition.outcome.value))
-        if transition.outcome is Outcome.REJECTED:
-            return [dead_letter_record(record, transition.error or "rejected", self.worker, self.metrics)]
-
-        state = transition.state
-        history.append(HistoryRow(
-            command_id=command.command_id, customer_id=command.customer_id, space_id=command.space_id,
-            action=command.action.value, reason=command.reason.value, actor=command.actor, note=command.note,
-            cause_topic=command.cause.topic if command.cause else None,
-            cause_event_id=command.cause.event_id if command.cause else None,
-            missed_invoices=(command.missed_invoices_or_default.value if command.action is Action.LIFT else None),
-            issued_at=command.issued_at, applied_at=now, outcome=transition.outcome.value,
-            version_after=state.version if state else 0,
-            source_partition=record.partition, source_offset=record.offset,
-        ))
-        if transition.outcome is Outcome.NOOP:
-            self.metrics.commands_noop.labels(**labels).inc()
-            return []
-
-        assert state is not None
-        self.metrics.commands_applied.labels(**labels).inc()
-        log.debug("state changed", extra={"command_id": command.command_id, "customer_id": command.customer_id,
-                                         "action": command.action.value, "version": state.version,
-                                         "topic": record.topic, "partition": record.partition,
-                                         "offset": record.offset})
-        out = [OutboxRecord(
-            topic=SUSPENSION_STATE.name, key=command.customer_id.encode(), value=encode(state.to_record()),
-            record_id=f"{command.customer_id}:{state.version}", source_partition=record.partition,
-            event_time=command.issued_at.timestamp(),
-        )]
-        if transition.settle_missed_invoices is not None:
-            out.extend(await self._settle_missed(conn, command, transition.settle_missed_invoices, record, now))
-        return out
-
     async def _settle_missed(
-        self, conn: asyncpg.Connection, command: SuspensionCommand, mode: MissedInvoices,
-        record: ConsumerRecord, now: datetime,
-    ) -> list[OutboxRecord]:
-        status = "rebilled" if mode is MissedInvoices.BILL else "waived"
-        jobs = await repository.settle_dropped_jobs(conn, command.customer_id, status, command.command_id, now)
-        self.metrics.invoice_jobs.labels(decision=status).inc(len(jobs))
-        if mode is MissedInvoices.WAIVE:
-            return []
-        rebilled = []
-        for job_text in jobs:
-            job = orjson.loads(job_text)
-            job["rebilled"] = True
-            rebilled.append(OutboxRecord(
-                topic=INVOICE_JOBS_ACCEPTED.name, key=command.customer_id.encode(), value=orjson.dumps(job),
-                record_id=f"{job['job_id']}:rebilled", source_partition=record.partition,
-            ))
-        return rebilled
+        self, conn: asyncpg.Connection, settlements: dict[str, Applied], now: datetime
+    ) -> dict[str, list[str]]:
+        """Rebill or waive, in one statement, the jobs dropped during the suspensions these lifts ended."""
+        modes = {
+            customer_id: ("rebilled" if applied.transition.settle_missed_invoices is MissedInvoices.BILL
+                          else "waived", applied.command.command_id)
+            for customer_id, applied in settlements.items()
+        }
+        settled = await repository.settle_dropped_jobs(conn, modes, now)
+        to_bill: dict[str, list[str]] = {}
+        for customer_id, jobs in settled.items():
+            status = modes[customer_id][0]
+            self.metrics.invoice_jobs.labels(decision=status).inc(len(jobs))
+            if status == "rebilled":
+                to_bill[customer_id] = jobs
+        return to_bill
+
+    def _count(self, counts: Counter[tuple[Outcome, str, str]]) -> None:
+        for (outcome, action, reason), count in counts.items():
+            if outcome is Outcome.CHANGED:
+                self.metrics.commands_applied.labels(action=action, reason=reason).inc(count)
+            elif outcome is Outcome.NOOP:
+                self.metrics.commands_noop.labels(action=action, reason=reason).inc(count)
+            elif outcome is Outcome.DUPLICATE:
+                self.metrics.commands_duplicate.inc(count)
+
+
+def history_row(command: SuspensionCommand, outcome: Outcome, state: CustomerState | None,
+                record: ConsumerRecord, now: datetime) -> HistoryRow:
+    return HistoryRow(
+        command.command_id, command.customer_id, command.space_id, command.action.value, command.reason.value,
+        command.actor, command.note,
+        command.cause.topic if command.cause else None,
+        command.cause.event_id if command.cause else None,
+        command.missed_invoices_or_default.value if command.action is Action.LIFT else None,
+        command.issued_at, now, outcome.value, state.version if state else 0, record.partition, record.offset,
+    )
+
+
+def encode_state(state: CustomerState) -> bytes:
+    """The `suspension.state` record, as `SuspensionState` would encode it, without building the model
+    per record on the hot path (tests hold the two encodings equal)."""
+    return orjson.dumps({
+        "space_id": state.space_id,
+        "customer_id": state.customer_id,
+        "suspended": state.suspended,
+        "reasons": [reason.value for reason in state.reasons],
+        "suspended_at": state.suspended_at,
+        "lifted_at": state.lifted_at,
+        "version": state.version,
+        "updated_at": state.updated_at,
+        "last_command_id": state.last_command_id,
+    }, option=orjson.OPT_UTC_Z)
+
+
+def rebilled_record(job_text: str, record: ConsumerRecord) -> OutboxRecord:
+    job = orjson.loads(job_text)
+    job["rebilled"] = True
+    return OutboxRecord(topic=INVOICE_JOBS_ACCEPTED.name, key=record.key, value=orjson.dumps(job),
+                        record_id=f"{job['job_id']}:rebilled", source_partition=record.partition)

@@ -81,6 +81,8 @@ def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) 
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
         broker_max_poll_interval=settings.kafka_max_poll_interval_ms / 1000,
         broker_commit_interval=1.0,
+        broker_max_poll_records=settings.batch_max_records,
+        stream_buffer_maxsize=4 * settings.batch_max_records,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=True,
     )
@@ -112,7 +114,7 @@ def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) 
     @app.agent(events_topic)
     async def triggers(stream: faust.StreamT) -> None:
         await settings_table.ready.wait()
-        async for events in stream.take_events(1_000, within=0.005):
+        async for events in stream.take_events(settings.batch_max_records, within=0.005):
             await handle_events(events)
 
     async def handle_events(events: Sequence[faust.EventT]) -> None:
