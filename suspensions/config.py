@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     # Producer: idempotence must be off on the local broker (InitProducerId fails there).
     kafka_enable_idempotence: bool = False
     kafka_acks: str = "all"
-    kafka_linger_ms: int = 5
+    # Records go out in explicit batches (one per partition), so waiting to fill one only adds latency.
+    kafka_linger_ms: int = 0
     kafka_request_timeout_ms: int = 30_000
     # Group membership: Tansu joins in about half the session timeout.
     kafka_session_timeout_ms: int = 10_000

@@ -9,7 +9,6 @@ are awaited until the broker acknowledges them before the events are acked
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from models import (
 from models.events import CustomerEvent
 from suspensions.config import Settings
 from suspensions.metrics import Metrics
+from suspensions.publish import Outgoing, publish_all
 from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS, DEADLETTER, SUSPENSION_COMMANDS
 from workers.triggers.rules import (
     SettingsSnapshot,
@@ -91,18 +91,18 @@ def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) 
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
     )
 
-    async def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
-                          value: bytes | None, error: str) -> asyncio.Future:
+    def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                    error: str) -> Outgoing:
         letter = DeadLetter.for_record(topic=topic, partition=partition, offset=offset, key=key,
                                        value=value, error=error, worker=WORKER)
         log.warning("dead letter", extra={"worker": WORKER, "topic": topic, "partition": partition,
                                           "offset": offset, "error": error})
         metrics.dead_letters.labels(topic=topic).inc()
-        return await producer.send(DEADLETTER.name, encode(letter), key=key)
+        return Outgoing(DEADLETTER.name, key, encode(letter))
 
     async def reject_setting(record: ConsumerRecord, error: str) -> None:
-        await (await dead_letter(record.topic, record.partition, record.offset, record.key,
-                                 record.value, error))
+        await publish_all(producer, [dead_letter(record.topic, record.partition, record.offset, record.key,
+                                                 record.value, error)])
 
     settings_table = SettingsTable(settings, reject_setting, metrics)
     app.settings_table = settings_table  # type: ignore[attr-defined]
@@ -118,7 +118,8 @@ def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) 
             await handle_events(events)
 
     async def handle_events(events: Sequence[faust.EventT]) -> None:
-        deliveries = []
+        outgoing: list[Outgoing] = []
+        emitted: Counter[str] = Counter()
         for topic, count in Counter(event.message.topic for event in events).items():
             metrics.records_consumed.labels(worker=WORKER, topic=topic).inc(count)
         for event in events:
@@ -127,16 +128,16 @@ def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) 
                 commands = commands_for_record(message.topic, message.key, message.value,
                                                settings_table.snapshot)
             except DecodeError as error:
-                deliveries.append(await dead_letter(message.topic, message.partition, message.offset,
-                                                    message.key, message.value, str(error)))
+                outgoing.append(dead_letter(message.topic, message.partition, message.offset,
+                                            message.key, message.value, str(error)))
                 continue
             for command in commands:
-                metrics.commands_emitted.labels(reason=command.reason.value).inc()
-                deliveries.append(await producer.send(
-                    SUSPENSION_COMMANDS.name, encode(command), key=command.customer_id.encode(),
-                    headers=[("command_id", command.command_id.encode())],
-                ))
+                emitted[command.reason.value] += 1
+                outgoing.append(Outgoing(SUSPENSION_COMMANDS.name, command.customer_id.encode(), encode(command),
+                                         (("command_id", command.command_id.encode()),)))
         # Acknowledged by the broker before the events are acked and their offsets committed.
-        await asyncio.gather(*deliveries)
+        await publish_all(producer, outgoing)
+        for reason, count in emitted.items():
+            metrics.commands_emitted.labels(reason=reason).inc(count)
 
     return app
