@@ -14,7 +14,9 @@ import signal
 from collections.abc import Sequence
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from suspensions.config import Settings
 from suspensions.health import WorkerHealth
@@ -40,6 +42,23 @@ async def connect_pool(settings: Settings, stop: asyncio.Event | None = None) ->
             if stop is not None and stop.is_set():
                 raise
             log.warning("PostgreSQL unreachable, retrying", extra={"error": repr(error), "backoff_s": backoff})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, settings.retry_max_backoff_s)
+
+
+async def start_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaProducer:
+    """Wait for the broker at start-up instead of exiting (a restart loop helps no one)."""
+    backoff = settings.retry_initial_backoff_s
+    while True:
+        producer = make_producer(settings)
+        try:
+            await producer.start()
+            return producer
+        except KafkaError as error:
+            await producer.stop()
+            if stop.is_set():
+                raise
+            log.warning("broker unreachable, retrying", extra={"error": repr(error), "backoff_s": backoff})
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, settings.retry_max_backoff_s)
 
@@ -117,8 +136,7 @@ async def run_workers(
     producer = None
     faust_app = None
     try:
-        producer = make_producer(settings)
-        await producer.start()
+        producer = await start_producer(settings, stop)
         if "state" in names or "billing" in names:
             pool = await connect_pool(settings, stop)
             for name, group, handler in (

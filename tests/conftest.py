@@ -6,6 +6,7 @@ restarting services, which keeps the suite fast on the local broker.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from suspensions.config import Settings
 from suspensions.db.migrate import migrate
 from suspensions.kafka import create_topics
 from suspensions.local.broker import LocalBroker
+from suspensions.local.postgres import LocalPostgres
 from suspensions.local.stack import LocalStack
 from tests.support import TopicTail, WorkerProcess, uid
 from topics import (
@@ -106,3 +108,20 @@ async def isolated(settings: Settings) -> AsyncIterator[Settings]:
         yield local
     finally:
         broker.stop()
+
+
+@pytest_asyncio.fixture
+async def own_postgres(settings: Settings) -> AsyncIterator[tuple[Settings, LocalPostgres]]:
+    """A broker and a PostgreSQL server of the test's own, for tests that stop and start the database."""
+    postgres = LocalPostgres()
+    await asyncio.to_thread(postgres.start)
+    broker = LocalBroker().start()
+    try:
+        local = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,
+                                            "database_url": postgres.url})
+        await migrate(local.database_url)
+        await create_topics(local)
+        yield local, postgres
+    finally:
+        broker.stop()
+        await asyncio.to_thread(postgres.stop)

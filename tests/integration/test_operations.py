@@ -14,10 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from suspensions.config import Settings
-from suspensions.db.migrate import migrate
-from suspensions.kafka import create_topics
 from suspensions.lag import Status, measure
-from suspensions.local.broker import LocalBroker
 from suspensions.local.postgres import LocalPostgres
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, run_cli, send, uid, wait_until
@@ -117,42 +114,34 @@ async def test_metrics_after_real_traffic(settings: Settings, workers: WorkerPro
     assert status == 200 and json.loads(health)["alive"] is True
 
 
-async def test_readyz_follows_a_database_outage(settings: Settings, tmp_path: Path) -> None:
-    postgres = LocalPostgres()
-    await asyncio.to_thread(postgres.start)
+async def test_readyz_follows_a_database_outage(own_postgres: tuple[Settings, LocalPostgres],
+                                               tmp_path: Path) -> None:
+    local, postgres = own_postgres
+    worker = WorkerProcess(local, ("state",), {}, tmp_path / "state.log").start()
     try:
-        with LocalBroker() as broker:
-            local = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,
-                                                "database_url": postgres.url})
-            await migrate(local.database_url)
-            await create_topics(local)
-            worker = WorkerProcess(local, ("state",), {}, tmp_path / "state.log").start()
-            try:
-                await worker.wait_ready()
-                await asyncio.to_thread(postgres.stop, keep_data=True)
-                status, body = await wait_until(
-                    lambda: _not_ready(worker.http_port), timeout_s=30, what="not ready while PostgreSQL is down")
-                assert "PostgreSQL unreachable" in body
+        await worker.wait_ready()
+        await asyncio.to_thread(postgres.stop, keep_data=True)
+        status, body = await wait_until(
+            lambda: _not_ready(worker.http_port), timeout_s=30, what="not ready while PostgreSQL is down")
+        assert "PostgreSQL unreachable" in body
 
-                # Commands sent during the outage are applied once it is back.
-                producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
-                await producer.start()
-                space, customer = uid("space"), uid("cust")
-                await send(producer, SUSPENSION_COMMANDS.name, customer, builders.command(customer, space))
-                await producer.stop()
-                await asyncio.to_thread(postgres.restart_after_stop)
-                await worker.wait_ready(timeout_s=60)
-                conn = await asyncpg.connect(postgres.url)
-                try:
-                    await wait_until(lambda: conn.fetchval(
-                        "SELECT suspended FROM customer_state WHERE customer_id = $1", customer),
-                        timeout_s=60, what="the command applied after the outage")
-                finally:
-                    await conn.close()
-            finally:
-                assert worker.stop() == 0
+        # Commands sent during the outage are applied once it is back.
+        producer = AIOKafkaProducer(bootstrap_servers=local.kafka_bootstrap_servers)
+        await producer.start()
+        space, customer = uid("space"), uid("cust")
+        await send(producer, SUSPENSION_COMMANDS.name, customer, builders.command(customer, space))
+        await producer.stop()
+        await asyncio.to_thread(postgres.restart_after_stop)
+        await worker.wait_ready(timeout_s=60)
+        conn = await asyncpg.connect(postgres.url)
+        try:
+            await wait_until(lambda: conn.fetchval(
+                "SELECT suspended FROM customer_state WHERE customer_id = $1", customer),
+                timeout_s=60, what="the command applied after the outage")
+        finally:
+            await conn.close()
     finally:
-        postgres.stop()
+        assert worker.stop() == 0
 
 
 async def _not_ready(port: int) -> tuple[int, str] | None:

@@ -19,7 +19,7 @@ from tests.reliability.harness import (
     read_topic,
     wait_for_count,
 )
-from tests.support import WorkerProcess, publish_setting, uid
+from tests.support import WorkerProcess, uid
 from topics import CUSTOMER_SIGNUPS, INVOICE_JOBS, SETTINGS_SIGNUP, SUSPENSION_COMMANDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,29 +27,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STREAM = 20_000
 
 
-async def test_state_worker_killed_mid_stream(isolated: Settings, tmp_path: Path) -> None:
-    stream = command_stream(customers(2_000), uid("space"), STREAM)
-    distinct = len({c["command_id"] for c in stream})
-    first = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state-1.log").start()
-    second = None
+async def kill_midway_and_restart(settings: Settings, worker: str, load, progress_sql: str,  # type: ignore[no-untyped-def]
+                                  log_dir: Path) -> WorkerProcess:
+    """Start `worker`, feed it `load` (a coroutine), kill -9 it once `progress_sql` counts 4,000, restart it."""
+    first = WorkerProcess(settings, (worker,), log_path=log_dir / f"{worker}-1.log").start()
     try:
         await first.wait_ready()
-        producing = asyncio.create_task(produce(isolated, SUSPENSION_COMMANDS.name, stream))
-        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", 4_000, 120,
-                             "the state worker to be well into the stream")
+        producing = asyncio.create_task(load)
+        await wait_for_count(settings.database_url, progress_sql, 4_000, 120, f"the {worker} worker well under way")
         first.process.kill()  # type: ignore[union-attr]
         first.process.wait()  # type: ignore[union-attr]
         await producing
-        second = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state-2.log").start()
+    finally:
+        first.stop()
+    return WorkerProcess(settings, (worker,), log_path=log_dir / f"{worker}-2.log").start()
+
+
+async def test_state_worker_killed_mid_stream(isolated: Settings, tmp_path: Path) -> None:
+    stream = command_stream(customers(2_000), uid("space"), STREAM)
+    distinct = len({c["command_id"] for c in stream})
+    second = await kill_midway_and_restart(isolated, "state", produce(isolated, SUSPENSION_COMMANDS.name, stream),
+                                           "SELECT count(*) FROM processed_commands", tmp_path)
+    try:
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", distinct, 180,
                              "every command applied after the restart")
         await wait_for_count(isolated.database_url,
                              "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60, "outbox drained")
         await assert_state_matches_oracle(isolated, stream)
     finally:
-        first.stop()
-        if second:
-            second.stop()
+        second.stop()
 
 
 async def test_triggers_worker_killed_mid_stream(isolated: Settings, tmp_path: Path) -> None:
@@ -57,18 +63,12 @@ async def test_triggers_worker_killed_mid_stream(isolated: Settings, tmp_path: P
     signups = [builders.signup(customer, space) for customer in customers(STREAM)]
     signups += random.Random(3).sample(signups, 500)  # replayed events
     state = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state.log").start()
-    first = WorkerProcess(isolated, ("triggers",), log_path=tmp_path / "triggers-1.log").start()
     second = None
     try:
-        await asyncio.gather(state.wait_ready(), first.wait_ready())
-        await publish_setting_direct(isolated, first, space)
-        producing = asyncio.create_task(produce(isolated, CUSTOMER_SIGNUPS.name, signups))
-        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", 4_000, 120,
-                             "the triggers worker to be well into the stream")
-        first.process.kill()  # type: ignore[union-attr]
-        first.process.wait()  # type: ignore[union-attr]
-        await producing
-        second = WorkerProcess(isolated, ("triggers",), log_path=tmp_path / "triggers-2.log").start()
+        await state.wait_ready()
+        await publish_setting_direct(isolated, space)
+        second = await kill_midway_and_restart(isolated, "triggers", produce(isolated, CUSTOMER_SIGNUPS.name, signups),
+                                               "SELECT count(*) FROM processed_commands", tmp_path)
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", STREAM, 240,
                              "a command for every signup after the restart")
         conn = await asyncpg.connect(isolated.database_url)
@@ -80,20 +80,14 @@ async def test_triggers_worker_killed_mid_stream(isolated: Settings, tmp_path: P
         finally:
             await conn.close()
     finally:
-        for worker in (first, second, state):
+        for worker in (second, state):
             if worker:
                 worker.stop()
 
 
-async def publish_setting_direct(settings: Settings, triggers: WorkerProcess, space: str) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        await publish_setting(producer, triggers, SETTINGS_SIGNUP.name, space, builders.signup_setting(space, True))
-    finally:
-        await producer.stop()
+async def publish_setting_direct(settings: Settings, space: str) -> None:
+    """Published before the triggers worker starts: it reads every setting to the end first."""
+    await produce(settings, SETTINGS_SIGNUP.name, [builders.signup_setting(space, True)], key_field="space_id")
 
 
 async def test_billing_worker_killed_mid_stream(isolated: Settings, tmp_path: Path) -> None:
@@ -105,21 +99,14 @@ async def test_billing_worker_killed_mid_stream(isolated: Settings, tmp_path: Pa
     distinct = len({j["job_id"] for j in jobs})
 
     state = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state.log").start()
-    await state.wait_ready()
-    await produce(isolated, SUSPENSION_COMMANDS.name, [builders.command(c, space) for c in sorted(suspended)])
-    await wait_for_count(isolated.database_url, "SELECT count(*) FROM customer_state", len(suspended), 60,
-                         "the suspensions committed")
-    first = WorkerProcess(isolated, ("billing",), log_path=tmp_path / "billing-1.log").start()
     second = None
     try:
-        await first.wait_ready()
-        producing = asyncio.create_task(produce(isolated, INVOICE_JOBS.name, jobs))
-        await wait_for_count(isolated.database_url, "SELECT count(*) FROM invoice_decisions", 4_000, 120,
-                             "the billing worker to be well into the stream")
-        first.process.kill()  # type: ignore[union-attr]
-        first.process.wait()  # type: ignore[union-attr]
-        await producing
-        second = WorkerProcess(isolated, ("billing",), log_path=tmp_path / "billing-2.log").start()
+        await state.wait_ready()
+        await produce(isolated, SUSPENSION_COMMANDS.name, [builders.command(c, space) for c in sorted(suspended)])
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM customer_state", len(suspended), 60,
+                             "the suspensions committed")
+        second = await kill_midway_and_restart(isolated, "billing", produce(isolated, INVOICE_JOBS.name, jobs),
+                                               "SELECT count(*) FROM invoice_decisions", tmp_path)
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM invoice_decisions", distinct, 180,
                              "a decision for every job after the restart")
         await wait_for_count(isolated.database_url,
@@ -138,6 +125,6 @@ async def test_billing_worker_killed_mid_stream(isolated: Settings, tmp_path: Pa
         assert accepted == {j for j, s in expected.items() if s == "accepted"}
         assert dropped == {j for j, s in expected.items() if s == "dropped"}
     finally:
-        for worker in (first, second, state):
+        for worker in (second, state):
             if worker:
                 worker.stop()

@@ -13,7 +13,6 @@ import asyncpg
 import pytest
 
 from suspensions.config import Settings
-from suspensions.db.migrate import migrate
 from suspensions.kafka import create_topics
 from suspensions.local.broker import LocalBroker
 from suspensions.local.ports import port_open
@@ -44,51 +43,42 @@ async def _becomes(worker: WorkerProcess, ready: bool, timeout_s: float, what: s
     await wait_until(check, timeout_s, what)
 
 
-async def test_database_outage_under_load(settings: Settings, tmp_path: Path) -> None:
-    postgres = LocalPostgres()
-    await asyncio.to_thread(postgres.start)
+async def test_database_outage_under_load(own_postgres: tuple[Settings, LocalPostgres], tmp_path: Path) -> None:
+    local, postgres = own_postgres
+    space = uid("space")
+    stream = command_stream(customers(1_000), space, 10_000)
+    jobs = [builders.invoice_job(c, space) for c in customers(3_000)]
+    worker = WorkerProcess(local, ("state", "billing"), log_path=tmp_path / "workers.log").start()
     try:
-        with LocalBroker() as broker:
-            local = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,
-                                                "database_url": postgres.url})
-            await migrate(local.database_url)
-            await create_topics(local)
-            space = uid("space")
-            stream = command_stream(customers(1_000), space, 10_000)
-            jobs = [builders.invoice_job(c, space) for c in customers(3_000)]
-            worker = WorkerProcess(local, ("state", "billing"), log_path=tmp_path / "workers.log").start()
-            try:
-                await worker.wait_ready()
-                producing = asyncio.gather(
-                    produce(local, SUSPENSION_COMMANDS.name, stream, pace_every=500, pause_s=0.2),
-                    produce(local, INVOICE_JOBS.name, jobs, pace_every=200, pause_s=0.2),
-                )
-                await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", 1_000, 60,
-                                     "load under way")
-                await asyncio.to_thread(postgres.stop, keep_data=True)
-                down_at = time.monotonic()
-                await _becomes(worker, False, 30, "not ready while PostgreSQL is down")
-                remaining = 10 - (time.monotonic() - down_at)
-                await asyncio.sleep(max(0.0, remaining))  # the outage itself lasts 10 s, as specified
-                assert worker.process is not None and worker.process.poll() is None, "worker crashed"
-                await asyncio.to_thread(postgres.restart_after_stop)
-                await producing
-                distinct = len({c["command_id"] for c in stream})
-                await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", distinct, 180,
-                                     "every command applied after the outage")
-                await wait_for_count(local.database_url, "SELECT count(*) FROM invoice_decisions", len(jobs), 180,
-                                     "every job decided after the outage")
-                await wait_for_count(local.database_url,
-                                     "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60,
-                                     "outbox drained")
-                await _becomes(worker, True, 60, "ready again")
-                await assert_state_matches_oracle(local, stream)
-                retries = urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/metrics").read().decode()
-                assert "suspensions_transient_failures_total" in retries
-            finally:
-                assert worker.stop() == 0
+        await worker.wait_ready()
+        producing = asyncio.gather(
+            produce(local, SUSPENSION_COMMANDS.name, stream, pace_every=500, pause_s=0.2),
+            produce(local, INVOICE_JOBS.name, jobs, pace_every=200, pause_s=0.2),
+        )
+        await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", 1_000, 60,
+                             "load under way")
+        await asyncio.to_thread(postgres.stop, keep_data=True)
+        down_at = time.monotonic()
+        await _becomes(worker, False, 30, "not ready while PostgreSQL is down")
+        remaining = 10 - (time.monotonic() - down_at)
+        await asyncio.sleep(max(0.0, remaining))  # the outage itself lasts 10 s, as specified
+        assert worker.process is not None and worker.process.poll() is None, "worker crashed"
+        await asyncio.to_thread(postgres.restart_after_stop)
+        await producing
+        distinct = len({c["command_id"] for c in stream})
+        await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", distinct, 180,
+                             "every command applied after the outage")
+        await wait_for_count(local.database_url, "SELECT count(*) FROM invoice_decisions", len(jobs), 180,
+                             "every job decided after the outage")
+        await wait_for_count(local.database_url,
+                             "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60,
+                             "outbox drained")
+        await _becomes(worker, True, 60, "ready again")
+        await assert_state_matches_oracle(local, stream)
+        retries = urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/metrics").read().decode()
+        assert "suspensions_transient_failures_total" in retries
     finally:
-        postgres.stop()
+        assert worker.stop() == 0
 
 
 async def test_broker_outage_reconnects_without_manual_action(isolated: Settings, tmp_path: Path) -> None:

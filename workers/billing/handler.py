@@ -14,13 +14,13 @@ import asyncpg
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from models import DecodeError, InvoiceJob, decode
+from models import InvoiceJob
 from suspensions.db import repository
 from suspensions.db.repository import DecisionRow, OutboxRecord
 from suspensions.metrics import Metrics
 from topics import INVOICE_JOBS, INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED
 from workers.billing.decisions import Decision, decide
-from workers.deadletters import check_customer_key, dead_letter_record
+from workers.deadletters import dead_letter_record, decode_customer_records
 
 
 class BillingHandler:
@@ -32,17 +32,9 @@ class BillingHandler:
 
     async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutboxRecord]:
         now = datetime.now(UTC)
-        out: list[OutboxRecord] = []
-        jobs: list[tuple[ConsumerRecord, InvoiceJob]] = []
-        for record in records:
-            try:
-                job = decode(InvoiceJob, record.value)
-                key_error = check_customer_key(record.key, job.customer_id)
-                if key_error:
-                    raise DecodeError(key_error)
-                jobs.append((record, job))
-            except DecodeError as error:
-                out.append(dead_letter_record(record, str(error), self.worker, self.metrics))
+        decoded, dead = decode_customer_records(records, InvoiceJob, self.worker, self.metrics)
+        out: list[OutboxRecord] = [letter for position in sorted(dead) for letter in dead[position]]
+        jobs = [(records[position], job) for position, job in decoded]
         if not jobs:
             return out
 

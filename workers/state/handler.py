@@ -11,12 +11,12 @@ import asyncpg
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from models import Action, DecodeError, MissedInvoices, SuspensionCommand, decode
+from models import Action, MissedInvoices, SuspensionCommand
 from suspensions.db import repository
 from suspensions.db.repository import HistoryRow, OutboxRecord
 from suspensions.metrics import Metrics
 from topics import INVOICE_JOBS_ACCEPTED, SUSPENSION_COMMANDS, SUSPENSION_STATE
-from workers.deadletters import check_customer_key, dead_letter_record
+from workers.deadletters import dead_letter_record, decode_customer_records
 from workers.state.transitions import Applied, CustomerState, Outcome, plan_batch
 
 log = logging.getLogger(__name__)
@@ -31,18 +31,7 @@ class StateHandler:
 
     async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutboxRecord]:
         now = datetime.now(UTC)
-        outputs: dict[int, list[OutboxRecord]] = {}
-        commands: list[tuple[int, SuspensionCommand]] = []
-        for position, record in enumerate(records):
-            try:
-                command = decode(SuspensionCommand, record.value)
-                key_error = check_customer_key(record.key, command.customer_id)
-                if key_error:
-                    raise DecodeError(key_error)
-            except DecodeError as error:
-                outputs[position] = [dead_letter_record(record, str(error), self.worker, self.metrics)]
-                continue
-            commands.append((position, command))
+        commands, outputs = decode_customer_records(records, SuspensionCommand, self.worker, self.metrics)
 
         stored = await repository.lock_states(conn, (c.customer_id for _, c in commands))
         processed = await repository.processed_among(conn, (c.command_id for _, c in commands))

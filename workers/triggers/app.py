@@ -32,6 +32,7 @@ from suspensions.config import Settings
 from suspensions.metrics import Metrics
 from suspensions.publish import Outgoing, publish_all
 from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS, DEADLETTER, SUSPENSION_COMMANDS
+from workers.deadletters import check_customer_key
 from workers.triggers.rules import (
     SettingsSnapshot,
     commands_for_opportunity,
@@ -57,9 +58,9 @@ def commands_for_record(
     """Decode one event and apply its rule; raises DecodeError for bad input."""
     model, rule = EVENT_RULES[topic]
     event: CustomerEvent = decode(model, value)
-    if key is None or key.decode("utf-8", errors="replace") != event.customer_id:
-        shown = None if key is None else key.decode("utf-8", errors="replace")
-        raise DecodeError(f"record key {shown!r} does not match customer_id '{event.customer_id}'")
+    key_error = check_customer_key(key, event.customer_id)
+    if key_error:
+        raise DecodeError(key_error)
     return rule(event, settings)  # type: ignore[arg-type]
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from models import CrmStageSetting, DecodeError, PlanSetting, SignupSetting, decode
+from models import ContractModel, CrmStageSetting, DecodeError, PlanSetting, SignupSetting, decode
 from suspensions.config import Settings
 from suspensions.kafka import make_consumer
 from suspensions.metrics import Metrics
@@ -29,6 +30,15 @@ log = logging.getLogger(__name__)
 RejectRecord = Callable[[ConsumerRecord, str], Awaitable[None]]
 
 
+# topic -> (snapshot table, model, the field the key must equal, that field's name)
+SETTINGS_KINDS: dict[str, tuple[str, type[ContractModel], Callable[[Any], str], str]] = {
+    SETTINGS_SIGNUP.name: ("signup", SignupSetting, lambda setting: setting.space_id, "space_id"),
+    SETTINGS_PLANS.name: ("plans", PlanSetting, lambda setting: setting.plan_id, "plan_id"),
+    SETTINGS_CRM_STAGES.name: ("crm_stages", CrmStageSetting, lambda setting: setting.stage_key,
+                               "board_id/stage_id"),
+}
+
+
 def apply_setting_record(snapshot: SettingsSnapshot, topic: str, key: bytes | None, value: bytes | None) -> None:
     """Fold one settings record into the snapshot; raises DecodeError for bad input.
 
@@ -36,33 +46,16 @@ def apply_setting_record(snapshot: SettingsSnapshot, topic: str, key: bytes | No
     """
     if key is None:
         raise DecodeError("settings record has no key")
+    table_name, model, key_of, key_field = SETTINGS_KINDS[topic]
+    table: dict[str, Any] = getattr(snapshot, table_name)
     key_text = key.decode("utf-8", errors="replace")
-    if topic == SETTINGS_SIGNUP.name:
-        if value is None:
-            snapshot.signup.pop(key_text, None)
-            return
-        signup = decode(SignupSetting, value)
-        _check_key(key_text, signup.space_id, "space_id")
-        snapshot.signup[signup.space_id] = signup
-    elif topic == SETTINGS_PLANS.name:
-        if value is None:
-            snapshot.plans.pop(key_text, None)
-            return
-        plan = decode(PlanSetting, value)
-        _check_key(key_text, plan.plan_id, "plan_id")
-        snapshot.plans[plan.plan_id] = plan
-    elif topic == SETTINGS_CRM_STAGES.name:
-        if value is None:
-            snapshot.crm_stages.pop(key_text, None)
-            return
-        stage = decode(CrmStageSetting, value)
-        _check_key(key_text, stage.stage_key, "board_id/stage_id")
-        snapshot.crm_stages[stage.stage_key] = stage
-
-
-def _check_key(key: str, expected: str, field_name: str) -> None:
-    if key != expected:
-        raise DecodeError(f"record key '{key}' does not match its {field_name} '{expected}'")
+    if value is None:
+        table.pop(key_text, None)
+        return
+    setting = decode(model, value)
+    if key_of(setting) != key_text:
+        raise DecodeError(f"record key '{key_text}' does not match its {key_field} '{key_of(setting)}'")
+    table[key_text] = setting
 
 
 class SettingsTable:
