@@ -26,10 +26,12 @@ from suspensions.runner import WORKER_NAMES, install_signal_handlers, run_worker
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 topics_app = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
+contract_app = typer.Typer(help="The published wire contract.", no_args_is_help=True)
 bulk_app = typer.Typer(help="Suspend or lift many customers from a CSV file.", no_args_is_help=True)
 billing_app = typer.Typer(help="Invoice jobs decided by the billing consumer.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
+app.add_typer(contract_app, name="contract")
 app.add_typer(bulk_app, name="bulk")
 app.add_typer(billing_app, name="billing")
 
@@ -71,6 +73,14 @@ def topics_create() -> None:
     settings = _settings()
     created = asyncio.run(create_topics(settings))
     console.print(f"created {len(created)} topic(s): {', '.join(created) or 'none (all existed)'}")
+
+
+@contract_app.command("asyncapi")
+def contract_asyncapi() -> None:
+    """Print the contract as an AsyncAPI 3.0 document (JSON); docs/asyncapi.json is this output."""
+    from topics.asyncapi import asyncapi_document
+
+    sys.stdout.write(json.dumps(asyncapi_document(), indent=2) + "\n")
 
 
 @db_app.command("migrate")

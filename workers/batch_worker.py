@@ -43,6 +43,8 @@ TRANSIENT_DB_ERRORS = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
+    # A connection left in a broken protocol state by an outage; the pool replaces it (see _retry).
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -232,6 +234,8 @@ class BatchWorker:
                     self.health.kafka_ok = False
                 else:
                     self.health.database_ok = False
+                    # Connections that lived through the failure are not trusted again.
+                    await self.pool.expire_connections()
                 self.metrics.retries.labels(worker=self.handler.worker, dependency=dependency).inc()
                 log.warning("transient failure, retrying",
                             extra={"worker": self.handler.worker, "dependency": dependency,

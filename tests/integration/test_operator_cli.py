@@ -138,3 +138,10 @@ async def test_bulk_suspend_and_lift_with_malformed_lines(
     assert json.loads(result.stdout)["applied"] == 300
     assert _json(run_cli(settings, "list", "--space", space, "--suspended", "--json")) == []
     await tail.wait_for(SUSPENSION_STATE.name, customer_id=customers[-1], suspended=False)
+
+
+async def test_setup_commands_are_safe_to_run_again(settings: Settings) -> None:
+    first = run_cli(settings, "topics", "create")
+    assert first.returncode == 0 and "none (all existed)" in first.stdout
+    migrated = run_cli(settings, "db", "migrate")
+    assert migrated.returncode == 0 and "none (up to date)" in migrated.stdout

@@ -1,0 +1,57 @@
+"""The contract as an AsyncAPI 3.0 document, generated from the catalogue and the models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from suspensions import __version__
+from topics.catalogue import ALL_TOPICS, TopicSpec
+
+DIRECTION_ACTION = {"inbound": "receive", "internal": "receive", "outbound": "send"}
+
+
+def _message_name(spec: TopicSpec) -> str:
+    return spec.value_model.__name__
+
+
+def asyncapi_document() -> dict[str, Any]:
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for spec in ALL_TOPICS:
+        channel_id = spec.name.replace(".", "_").replace("-", "_")
+        message = _message_name(spec)
+        schema = spec.value_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas[name] = definition
+        schemas[message] = schema
+        messages[message] = {
+            "name": message,
+            "contentType": "application/json",
+            "payload": {"$ref": f"#/components/schemas/{message}"},
+            "headers": {"type": "object", "description": "command_id or record_id where the service publishes"},
+        }
+        channels[channel_id] = {
+            "address": spec.name,
+            "description": f"key: {spec.key}; {'compacted' if spec.compacted else 'delete'} cleanup",
+            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+            "bindings": {"kafka": {"topicConfiguration": {"cleanup.policy": [spec.configs()["cleanup.policy"]]}}},
+        }
+        operations[f"{DIRECTION_ACTION[spec.direction]}_{channel_id}"] = {
+            "action": DIRECTION_ACTION[spec.direction],
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "summary": f"{spec.direction} topic {spec.name}",
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "suspensions",
+            "version": __version__,
+            "description": "Suspends and reinstates customers of coworking operators; keeps suspended "
+                           "customers from being invoiced. See docs/contract.md.",
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": dict(sorted(schemas.items()))},
+    }
