@@ -135,6 +135,39 @@ class Worker:
                 self.process.kill()
 
 
+async def measure_worker(settings: Settings, worker_name: str, count: int, case: str, baseline: str,
+                         baseline_rate: float, note: str, emitted: tuple[str, int] | None = None) -> Figure:
+    """Start the worker on the backlog already produced; time it from first record to last."""
+    worker = Worker(settings, worker_name)
+    try:
+        await worker.ready()
+        seconds = await time_consumption(worker.port, count)
+        if emitted is not None:  # outputs counted separately (the triggers' commands)
+            name, expected = emitted
+            while await asyncio.to_thread(counter, worker.port, name) < expected:
+                await asyncio.sleep(0.02)
+        figure = Figure(case, count, count / seconds, baseline, baseline_rate, peak_rss_mb=worker.peak_rss_mb(),
+                        seconds=seconds, target="ratio >= 0.5", notes=[note])
+    finally:
+        worker.stop()
+    figure.met = (figure.ratio or 0) >= 0.5
+    return figure
+
+
+async def seed_states(settings: Settings, rows: list[tuple]) -> None:  # type: ignore[type-arg]
+    """Known customers straight into customer_state: (customer_id, space_id, suspended, reasons)."""
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.copy_records_to_table(
+            "customer_state",
+            records=[(c, space, suspended, reasons, now, None, 1, now, "seed") for c, space, suspended, reasons in rows],
+            columns=["customer_id", "space_id", "suspended", "reasons", "suspended_at", "lifted_at", "version",
+                     "updated_at", "last_command_id"])
+    finally:
+        await conn.close()
+
+
 # --- baselines ------------------------------------------------------------------------------
 
 
@@ -239,19 +272,9 @@ async def triggers_case(settings: Settings, count: int, passthrough: float) -> F
     await producer.stop()
     for topic in (CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name):
         await produce_all(settings, topic, [(k, v) for t, k, v in events if t == topic])
-    worker = Worker(settings, "triggers")
-    try:
-        await worker.ready()
-        seconds = await time_consumption(worker.port, count)
-        while await asyncio.to_thread(counter, worker.port, "suspensions_trigger_commands_emitted_total") < expected:
-            await asyncio.sleep(0.02)
-        figure = Figure("triggers worker", count, count / seconds, "raw pass-through", passthrough,
-                        peak_rss_mb=worker.peak_rss_mb(), seconds=seconds, target="ratio >= 0.5")
-        figure.notes.append(f"{expected} commands emitted")
-    finally:
-        worker.stop()
-    figure.met = (figure.ratio or 0) >= 0.5
-    return figure
+    return await measure_worker(settings, "triggers", count, "triggers worker", "raw pass-through", passthrough,
+                                f"{expected} commands emitted",
+                                emitted=("suspensions_trigger_commands_emitted_total", expected))
 
 
 def command_stream(count: int, customers: int, seed: int = 2) -> list[tuple[bytes, bytes]]:
@@ -270,31 +293,13 @@ def command_stream(count: int, customers: int, seed: int = 2) -> list[tuple[byte
 
 async def state_case(settings: Settings, count: int, customers: int, persistence: float) -> Figure:
     await produce_all(settings, SUSPENSION_COMMANDS.name, command_stream(count, customers))
-    worker = Worker(settings, "state")
-    try:
-        await worker.ready()
-        seconds = await time_consumption(worker.port, count)
-        figure = Figure("state worker", count, count / seconds, "raw persistence", persistence,
-                        peak_rss_mb=worker.peak_rss_mb(), seconds=seconds, target="ratio >= 0.5")
-        figure.notes.append(f"{customers} customers")
-    finally:
-        worker.stop()
-    figure.met = (figure.ratio or 0) >= 0.5
-    return figure
+    return await measure_worker(settings, "state", count, "state worker", "raw persistence", persistence,
+                                f"{customers} customers")
 
 
 async def billing_case(settings: Settings, count: int, customers: int, persistence: float) -> Figure:
     suspended = {f"jc-{i}" for i in range(0, customers, 10)}  # 10% of the customers
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        await conn.copy_records_to_table(
-            "customer_state",
-            records=[(c, "bench", True, ["manual"], datetime.now(UTC), None, 1, datetime.now(UTC), "seed")
-                     for c in sorted(suspended)],
-            columns=["customer_id", "space_id", "suspended", "reasons", "suspended_at", "lifted_at", "version",
-                     "updated_at", "last_command_id"])
-    finally:
-        await conn.close()
+    await seed_states(settings, [(c, "bench", True, ["manual"]) for c in sorted(suspended)])
     rng = random.Random(3)
     jobs = []
     for i in range(count):
@@ -303,17 +308,8 @@ async def billing_case(settings: Settings, count: int, customers: int, persisten
             "job_id": f"bjob-{i}", "space_id": "bench", "customer_id": customer, "contract_id": f"k-{customer}",
             "period_start": "2026-12-01", "period_end": "2026-12-31", "amount": "120.00", "currency": "EUR"})))
     await produce_all(settings, INVOICE_JOBS.name, jobs)
-    worker = Worker(settings, "billing")
-    try:
-        await worker.ready()
-        seconds = await time_consumption(worker.port, count)
-        figure = Figure("billing consumer", count, count / seconds, "raw persistence", persistence,
-                        peak_rss_mb=worker.peak_rss_mb(), seconds=seconds, target="ratio >= 0.5")
-        figure.notes.append("10% of jobs for suspended customers")
-    finally:
-        worker.stop()
-    figure.met = (figure.ratio or 0) >= 0.5
-    return figure
+    return await measure_worker(settings, "billing", count, "billing consumer", "raw persistence", persistence,
+                                "10% of jobs for suspended customers")
 
 
 async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figure:
@@ -404,17 +400,8 @@ async def bulk_case(settings: Settings, lines: int) -> Figure:
 
 
 async def memory_case(settings: Settings, known_customers: int, traffic: int) -> list[Figure]:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        now = datetime.now(UTC)
-        await conn.copy_records_to_table(
-            "customer_state",
-            records=[(f"mem-{i}", "mem", i % 7 == 0, ["manual"] if i % 7 == 0 else [], now, None, 1, now, "seed")
-                     for i in range(known_customers)],
-            columns=["customer_id", "space_id", "suspended", "reasons", "suspended_at", "lifted_at", "version",
-                     "updated_at", "last_command_id"])
-    finally:
-        await conn.close()
+    await seed_states(settings, [(f"mem-{i}", "mem", i % 7 == 0, ["manual"] if i % 7 == 0 else [])
+                                  for i in range(known_customers)])
     rng = random.Random(4)
     commands, jobs = [], []
     for i in range(traffic):

@@ -116,7 +116,7 @@ class BatchWorker:
                 self.health.beat()
                 if self.outbox_to_flush:
                     await self._retry(self._flush_outbox, "outbox")
-                batches = await self._fetch(consumer, stop)
+                batches = await self._fetch(consumer)
                 records = [record for batch in batches.values() for record in batch]
                 if not records:
                     if self._published_ids:
@@ -141,7 +141,7 @@ class BatchWorker:
             self.health.revoked()
             log.info("worker stopped", extra={"worker": self.handler.worker})
 
-    async def _fetch(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> dict[TopicPartition, list[ConsumerRecord]]:
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
             batches = await consumer.getmany(
                 timeout_ms=self.settings.batch_timeout_ms * 4 or 100,
