@@ -17,6 +17,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from models import Action, MissedInvoices, Reason, SuspensionCommand, encode
+from suspensions.publish import Outgoing, publish_all
 from topics import SUSPENSION_COMMANDS
 
 
@@ -45,14 +46,11 @@ def manual_command(
 
 async def publish(producer: AIOKafkaProducer, commands: list[SuspensionCommand]) -> None:
     """Publish a batch and wait for the broker's acknowledgement of all of it."""
-    deliveries = [
-        await producer.send(
-            SUSPENSION_COMMANDS.name, encode(command), key=command.customer_id.encode(),
-            headers=[("command_id", command.command_id.encode())],
-        )
+    await publish_all(producer, (
+        Outgoing(SUSPENSION_COMMANDS.name, command.customer_id.encode(), encode(command),
+                 (("command_id", command.command_id.encode()),))
         for command in commands
-    ]
-    await asyncio.gather(*deliveries)
+    ))
 
 
 async def wait_for_outcomes(

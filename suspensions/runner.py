@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -29,38 +30,44 @@ from workers.state.handler import StateHandler
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 WORKER_NAMES = ("triggers", "state", "billing")
 DEPENDENCY_CHECK_INTERVAL_S = 2.0
 
 
-async def connect_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
+async def _until_reachable(connect: Callable[[], Awaitable[T]], errors: tuple[type[BaseException], ...],
+                           what: str, settings: Settings, stop: asyncio.Event | None) -> T:
+    """Wait for a dependency at start-up with backoff instead of exiting (a restart loop helps no one)."""
     backoff = settings.retry_initial_backoff_s
     while True:
         try:
-            return await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4, timeout=10)
-        except TRANSIENT_DB_ERRORS as error:
+            return await connect()
+        except errors as error:
             if stop is not None and stop.is_set():
                 raise
-            log.warning("PostgreSQL unreachable, retrying", extra={"error": repr(error), "backoff_s": backoff})
+            log.warning(f"{what} unreachable, retrying", extra={"error": repr(error), "backoff_s": backoff})
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, settings.retry_max_backoff_s)
+
+
+async def connect_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
+    return await _until_reachable(
+        lambda: asyncpg.create_pool(settings.database_url, min_size=1, max_size=4, timeout=10),
+        TRANSIENT_DB_ERRORS, "PostgreSQL", settings, stop)
 
 
 async def start_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaProducer:
-    """Wait for the broker at start-up instead of exiting (a restart loop helps no one)."""
-    backoff = settings.retry_initial_backoff_s
-    while True:
+    async def start() -> AIOKafkaProducer:
         producer = make_producer(settings)
         try:
             await producer.start()
-            return producer
-        except KafkaError as error:
+        except KafkaError:
             await producer.stop()
-            if stop.is_set():
-                raise
-            log.warning("broker unreachable, retrying", extra={"error": repr(error), "backoff_s": backoff})
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, settings.retry_max_backoff_s)
+            raise
+        return producer
+
+    return await _until_reachable(start, (KafkaError,), "broker", settings, stop)
 
 
 async def _kafka_reachable(settings: Settings) -> bool:

@@ -2,7 +2,9 @@
 
 One batch from ``getmany`` is handled in one PostgreSQL transaction that also
 writes every record to publish into the outbox. After the commit the outbox
-rows are published and deleted, and only then are the Kafka offsets committed.
+rows are published, and only once the broker acknowledged them are the Kafka
+offsets committed (overlapping the next batch); published rows are deleted in
+the next batch's transaction, or when the worker is idle.
 A crash anywhere leaves either an uncommitted transaction (the batch is
 redelivered and re-applied) or committed outbox rows (published by whoever owns
 the partition next, before it consumes). Handlers deduplicate by ids, so a
