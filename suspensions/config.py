@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Batching of the aiokafka workers.
     batch_max_records: int = Field(default=2_000, ge=1)
     batch_timeout_ms: int = Field(default=50, ge=0)
+    # Batches of different partitions applied at the same time by one worker (each in its own
+    # transaction), so one batch's Python work overlaps another's wait for PostgreSQL.
+    batch_max_in_flight: int = Field(default=2, ge=1)
 
     # Consumer groups, one per worker.
     triggers_group: str = "suspensions-triggers"

@@ -53,7 +53,8 @@ async def _until_reachable(connect: Callable[[], Awaitable[T]], errors: tuple[ty
 
 async def connect_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
     return await _until_reachable(
-        lambda: asyncpg.create_pool(settings.database_url, min_size=1, max_size=4, timeout=10),
+        lambda: asyncpg.create_pool(settings.database_url, min_size=1, max_size=2 * settings.batch_max_in_flight + 2,
+                                    timeout=10),
         TRANSIENT_DB_ERRORS, "PostgreSQL", settings, stop)
 
 

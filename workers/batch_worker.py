@@ -3,8 +3,9 @@
 One batch from ``getmany`` is handled in one PostgreSQL transaction that also
 writes every record to publish into the outbox. After the commit the outbox
 rows are published, and only once the broker acknowledged them are the Kafka
-offsets committed (overlapping the next batch); published rows are deleted in
-the next batch's transaction, or when the worker is idle.
+offsets committed; published rows are deleted in the next batch's transaction,
+or when the worker is idle. Batches of different partitions are in flight at
+the same time (``batch_max_in_flight``), never two of the same partition.
 A crash anywhere leaves either an uncommitted transaction (the batch is
 redelivered and re-applied) or committed outbox rows (published by whoever owns
 the partition next, before it consumes). Handlers deduplicate by ids, so a
@@ -63,12 +64,11 @@ class _Rebalance(ConsumerRebalanceListener):
         self._worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Wait for the batch in hand to finish and commit before giving partitions away.
-        async with self._worker.batch_lock:
-            await self._worker.settle_commit()
-            self._worker.health.revoked()
-            log.info("partitions revoked", extra={"worker": self._worker.handler.worker,
-                                                  "partitions": sorted(tp.partition for tp in revoked)})
+        # Batches in flight finish (applied, published, offsets committed) before partitions go.
+        await self._worker.settle()
+        self._worker.health.revoked()
+        log.info("partitions revoked", extra={"worker": self._worker.handler.worker,
+                                              "partitions": sorted(tp.partition for tp in revoked)})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._worker.health.assigned(len(assigned))
@@ -96,14 +96,15 @@ class BatchWorker:
         self.producer = producer
         self.metrics = metrics
         self.health = health
-        self.batch_lock = asyncio.Lock()
         self.assigned: set[int] = set()
         self.outbox_to_flush: set[int] = set()
         # Outbox rows already published, deleted in the next batch's transaction (or when idle):
         # one round trip less per batch; a crash before that only re-publishes them.
         self._published_ids: list[int] = []
-        # The offset commit of the last batch runs while the next batch is applied.
-        self._commit_task: asyncio.Task[None] | None = None
+        # Batches being applied, published and committed, by partition. A partition has at most one
+        # batch in flight, so its records keep their order; batches of other partitions overlap it,
+        # so one batch's Python work runs while another waits for PostgreSQL or the broker.
+        self._in_flight: dict[TopicPartition, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = make_consumer(
@@ -117,37 +118,63 @@ class BatchWorker:
             while not stop.is_set():
                 self.health.beat()
                 if self.outbox_to_flush:
+                    await self.settle()  # none of our own rows in flight while reading the outbox
                     await self._retry(self._flush_outbox, "outbox")
-                batches = await self._fetch(consumer)
-                records = [record for batch in batches.values() for record in batch]
-                if not records:
-                    if self._published_ids:
-                        await self._retry(self._delete_published, "postgresql")
-                    continue
-                async with self.batch_lock:
-                    started = time.perf_counter()
-                    if not await self._retry(functools.partial(self._apply, records), "postgresql"):
-                        # A failed attempt may have committed before its connection broke: its outbox
-                        # rows are published by the flush, since the retry finds the commands done.
-                        self.outbox_to_flush.update(self.assigned)
-                    await self._commit_in_background(consumer, batches)
-                    self.metrics.batch_seconds.labels(worker=self.handler.worker).observe(
-                        time.perf_counter() - started
-                    )
+                batches = await self._next_batches(consumer)
+                if batches:
+                    task = asyncio.create_task(self._process(consumer, batches))
+                    for tp in batches:
+                        self._in_flight[tp] = task
+                elif not self._in_flight and self._published_ids:
+                    await self._retry(self._delete_published, "postgresql")
         finally:
-            await self.settle_commit()
-            with contextlib.suppress(Exception):
+            # Batches in flight finish before the worker leaves the group; a second cancellation
+            # (the shutdown grace ran out) abandons them, and their records are redelivered.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self.settle()
                 await self._delete_published()
+            for task in set(self._in_flight.values()):
+                task.cancel()
             await consumer.stop()  # leaves the group
             self.health.kafka_ok = False
             self.health.revoked()
             log.info("worker stopped", extra={"worker": self.handler.worker})
 
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+    async def _next_batches(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Records of partitions with no batch in flight; waits for a batch to finish when none is free."""
+        self._reap()
+        tasks = set(self._in_flight.values())
+        if not tasks:
+            return await self._fetch(consumer, (), self.settings.batch_timeout_ms * 4 or 100)
+        free = [tp for tp in consumer.assignment() if tp not in self._in_flight]
+        if free and len(tasks) < self.settings.batch_max_in_flight:
+            batches = await self._fetch(consumer, free, 0)  # records already fetched, no waiting
+            if batches:
+                return batches
+        await asyncio.wait(tasks, timeout=self.settings.batch_timeout_ms / 1000 / 10,
+                           return_when=asyncio.FIRST_COMPLETED)
+        self._reap()
+        return {}
+
+    def _reap(self) -> None:
+        """Forget finished batches; a failure that was not transient ends the worker, as it would inline."""
+        for tp, task in list(self._in_flight.items()):
+            if task.done():
+                del self._in_flight[tp]
+                task.result()
+
+    async def settle(self) -> None:
+        """Wait until every batch in flight is applied, published and committed."""
+        tasks = set(self._in_flight.values())
+        if tasks:
+            await asyncio.wait(tasks)
+        self._reap()
+
+    async def _fetch(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
+                     timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
             batches = await consumer.getmany(
-                timeout_ms=self.settings.batch_timeout_ms * 4 or 100,
-                max_records=self.settings.batch_max_records,
+                *partitions, timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
             )
             return batches
         except KafkaError as error:
@@ -156,16 +183,30 @@ class BatchWorker:
             await asyncio.sleep(self.settings.retry_initial_backoff_s)
             return {}
 
+    async def _process(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
+        records = [record for batch in batches.values() for record in batch]
+        if not await self._retry(functools.partial(self._apply, records), "postgresql"):
+            # A failed attempt may have committed before its connection broke: its outbox
+            # rows are published by the flush, since the retry finds the commands done.
+            self.outbox_to_flush.update(self.assigned)
+        await self._commit(consumer, batches)
+        self.metrics.batch_seconds.labels(worker=self.handler.worker).observe(time.perf_counter() - started)
+
     async def _apply(self, records: list[ConsumerRecord]) -> None:
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                await repository.delete_outbox(conn, self._published_ids)
-                outbox = await self.handler.handle(conn, records)
-                ids = await repository.insert_outbox(conn, self.handler.source_topic, outbox)
-        self._published_ids = []
+        to_delete, self._published_ids = self._published_ids, []
+        try:
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    await repository.delete_outbox(conn, to_delete)
+                    outbox = await self.handler.handle(conn, records)
+                    ids = await repository.insert_outbox(conn, self.handler.source_topic, outbox)
+        except BaseException:
+            self._published_ids.extend(to_delete)
+            raise
         self.health.database_ok = True
-        await self._retry(functools.partial(self._publish, list(zip(ids, outbox, strict=True))), "kafka")
-        self._published_ids = ids
+        await self._retry(functools.partial(self._publish, outbox), "kafka")
+        self._published_ids.extend(ids)
         # Counted once applied and published, so a retried batch is not counted twice.
         self.metrics.records_consumed.labels(worker=self.handler.worker, topic=self.handler.source_topic).inc(
             len(records))
@@ -174,43 +215,36 @@ class BatchWorker:
         await self._delete_published()  # ours, already published: not again
         partitions = sorted(self.outbox_to_flush)
         async with self.pool.acquire() as conn:
-            pending = await repository.pending_outbox(conn, self.handler.source_topic, partitions)
-        if pending:
+            ids, pending = await repository.pending_outbox(conn, self.handler.source_topic, partitions)
+        if ids:
             log.info("publishing outbox left by an earlier owner",
                      extra={"worker": self.handler.worker, "records": len(pending)})
             await self._publish(pending)
             async with self.pool.acquire() as conn:
-                await repository.delete_outbox(conn, [outbox_id for outbox_id, _ in pending])
+                await repository.delete_outbox(conn, ids)
         self.outbox_to_flush.difference_update(partitions)
 
-    async def _publish(self, pending: list[tuple[int, OutboxRecord]]) -> None:
+    async def _publish(self, pending: list[OutboxRecord]) -> None:
         if not pending:
             return
         await publish_all(self.producer, (
             Outgoing(record.topic, record.key, record.value, (("record_id", record.record_id.encode()),))
-            for _, record in pending
+            for record in pending
         ))
         now = time.time()
-        for _, record in pending:
+        for record in pending:
             if record.event_time is not None:
                 self.metrics.end_to_end_seconds.observe(max(0.0, now - record.event_time))
 
     async def _delete_published(self) -> None:
-        if self._published_ids:
-            async with self.pool.acquire() as conn:
-                await repository.delete_outbox(conn, self._published_ids)
-            self._published_ids = []
-
-    async def _commit_in_background(
-        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
-    ) -> None:
-        await self.settle_commit()  # commits stay in order
-        self._commit_task = asyncio.create_task(self._commit(consumer, batches))
-
-    async def settle_commit(self) -> None:
-        if self._commit_task is not None:
-            await self._commit_task
-            self._commit_task = None
+        ids, self._published_ids = self._published_ids, []
+        try:
+            if ids:
+                async with self.pool.acquire() as conn:
+                    await repository.delete_outbox(conn, ids)
+        except BaseException:
+            self._published_ids.extend(ids)
+            raise
 
     async def _commit(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}

@@ -1,0 +1,27 @@
+"""The packed outbox row gives back exactly the records put in, in order."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from suspensions.db.repository import OutboxRecord, pack_records, unpack_records
+
+records = st.builds(
+    OutboxRecord,
+    topic=st.text(min_size=1, max_size=60),
+    key=st.none() | st.binary(max_size=300),
+    value=st.binary(max_size=3000),
+    record_id=st.text(max_size=300),
+    source_partition=st.just(2),
+)
+
+
+@given(st.lists(records, max_size=30))
+def test_packed_records_round_trip_in_order(batch: list[OutboxRecord]) -> None:
+    assert unpack_records(pack_records(batch), 2) == batch
+
+
+def test_an_empty_batch_packs_to_nothing() -> None:
+    assert pack_records([]) == b""
+    assert unpack_records(b"", 0) == []
