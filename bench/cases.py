@@ -207,6 +207,41 @@ async def _raw_loop(settings: Settings, source: str, target: str, total: int, po
         await consumer.stop()
 
 
+async def faust_floor(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
+    """Records/s of a faust agent that only forwards the records, built as the triggers worker is:
+    the ceiling for any faust-based worker on this broker and machine (nothing decoded, no rules)."""
+    from suspensions.kafka import producer as kafka_producer
+    from suspensions.publish import Outgoing, publish_all
+    from workers.triggers.app import faust_app, raw_topic, take_batches
+
+    run = uuid.uuid4().hex[:6]
+    source, target = f"bench.faust.in.{run}", f"bench.faust.out.{run}"
+    await fresh_topics(settings, source, target)
+    await produce_all(settings, source, records)
+    app = faust_app(settings, f"bench-faust-{run}")
+    finished = asyncio.Event()
+    progress = {"seen": 0, "started": 0.0, "ended": 0.0}
+    async with kafka_producer(settings) as producer:
+
+        @app.agent(raw_topic(app, source))
+        async def forward(stream):  # type: ignore[no-untyped-def]
+            async for events in take_batches(stream, settings):
+                progress["started"] = progress["started"] or time.perf_counter()
+                await publish_all(producer, [Outgoing(target, e.message.key, e.message.value) for e in events])
+                progress["seen"] += len(events)
+                if progress["seen"] >= len(records):
+                    progress["ended"] = time.perf_counter()
+                    finished.set()
+
+        app.finalize()
+        await app.start()
+        try:
+            await asyncio.wait_for(finished.wait(), 600)
+        finally:
+            await app.stop()
+    return len(records) / (progress["ended"] - progress["started"])
+
+
 async def raw_baselines(settings: Settings, records: list[tuple[bytes, bytes]]) -> tuple[float, float]:
     """Records/s of the raw pass-through and of the raw persistence loops over the same records."""
     run = uuid.uuid4().hex[:6]
@@ -263,7 +298,7 @@ def event_mix(count: int, spaces: int = 20, seed: int = 1) -> tuple[list[tuple[s
     return encoded, settings_records, expected
 
 
-async def triggers_case(settings: Settings, count: int, passthrough: float) -> Figure:
+async def triggers_case(settings: Settings, count: int, passthrough: float, faust_floor: float) -> Figure:
     events, settings_records, expected = event_mix(count)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
@@ -272,9 +307,12 @@ async def triggers_case(settings: Settings, count: int, passthrough: float) -> F
     await producer.stop()
     for topic in (CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name):
         await produce_all(settings, topic, [(k, v) for t, k, v in events if t == topic])
-    return await measure_worker(settings, "triggers", count, "triggers worker", "raw pass-through", passthrough,
-                                f"{expected} commands emitted",
-                                emitted=("suspensions_trigger_commands_emitted_total", expected))
+    figure = await measure_worker(settings, "triggers", count, "triggers worker", "raw pass-through", passthrough,
+                                  f"{expected} commands emitted",
+                                  emitted=("suspensions_trigger_commands_emitted_total", expected))
+    if faust_floor and figure.records_per_s:
+        figure.notes.append(f"{figure.records_per_s / faust_floor:.2f} of the faust floor")
+    return figure
 
 
 def command_stream(count: int, customers: int, seed: int = 2) -> list[tuple[bytes, bytes]]:

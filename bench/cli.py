@@ -70,8 +70,15 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
         passthrough, persistence = await cases.raw_baselines(settings, sample)
         figures.append(cases.Figure("raw pass-through (baseline)", events, passthrough))
         figures.append(cases.Figure("raw persistence (baseline)", events, persistence))
+        faust_floor = 0.0
+        if wanted("triggers"):
+            console.print("[bold]faust floor[/bold]: a faust agent that only forwards the records")
+            faust_floor = await cases.faust_floor(settings, sample)
+            figures.append(cases.Figure("faust pass-through (floor of the triggers' framework)", events,
+                                        faust_floor, "raw pass-through", passthrough,
+                                        notes=["no decoding, no rules: what faust itself moves"]))
         steps = [
-            ("triggers", lambda: cases.triggers_case(settings, events, passthrough)),
+            ("triggers", lambda: cases.triggers_case(settings, events, passthrough, faust_floor)),
             ("state", lambda: cases.state_case(settings, events, size["state_customers"], persistence)),
             ("billing", lambda: cases.billing_case(settings, events, size["billing_customers"], persistence)),
             ("e2e", lambda: cases.end_to_end_case(settings, 1_000, size["e2e_seconds"])),

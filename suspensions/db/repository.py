@@ -5,11 +5,11 @@ Batch statements use ``unnest`` over arrays so a whole batch is one round trip.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 import asyncpg
 import orjson
@@ -18,7 +18,7 @@ from models import Reason
 from workers.state.transitions import CustomerState
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutboxRecord:
     topic: str
     key: bytes | None
@@ -28,8 +28,9 @@ class OutboxRecord:
     event_time: float | None = None  # for the latency metric only; not stored
 
 
-class HistoryRow(NamedTuple):
-    """One row of command_history, in column order (it goes to COPY as it is)."""
+@dataclass(slots=True)
+class HistoryRow:
+    """One row of command_history (its fields name the columns)."""
 
     command_id: str
     customer_id: str
@@ -49,7 +50,7 @@ class HistoryRow(NamedTuple):
     source_offset: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DecisionRow:
     job_id: str
     customer_id: str
@@ -131,9 +132,20 @@ async def upsert_states(conn: asyncpg.Connection, states: Sequence[CustomerState
     )
 
 
+HISTORY_COLUMNS = """command_id text, customer_id text, space_id text, action text, reason text, actor text,
+    note text, cause_topic text, cause_event_id text, missed_invoices text, issued_at timestamptz,
+    applied_at timestamptz, outcome text, version_after bigint, source_partition integer, source_offset bigint"""
+
+
 async def insert_history(conn: asyncpg.Connection, rows: Sequence[HistoryRow]) -> None:
     if rows:
-        await conn.copy_records_to_table("command_history", records=rows, columns=list(HistoryRow._fields))
+        columns = ", ".join(field.name for field in dataclasses.fields(HistoryRow))
+        await conn.execute(
+            f"INSERT INTO command_history ({columns}) SELECT {columns} "
+            f"FROM ROWS FROM (json_to_recordset($1::json) AS ({HISTORY_COLUMNS})) WITH ORDINALITY AS t "
+            f"ORDER BY t.ordinality",  # ids in the batch's order
+            json_rows(rows),
+        )
 
 
 async def mark_processed(conn: asyncpg.Connection, outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
@@ -141,9 +153,9 @@ async def mark_processed(conn: asyncpg.Connection, outcomes: Sequence[tuple[str,
         return
     await conn.execute(
         "INSERT INTO processed_commands (command_id, outcome, processed_at) "
-        "SELECT id, outcome, $2 FROM json_to_recordset($1::json) AS t(id text, outcome text) "
+        "SELECT pair->>0, pair->>1, $2 FROM json_array_elements($1::json) AS pair "
         "ON CONFLICT (command_id) DO NOTHING",
-        json_rows([{"id": command_id, "outcome": outcome} for command_id, outcome in outcomes]),
+        json_rows(outcomes),
         at,
     )
 

@@ -44,10 +44,10 @@ class StateHandler:
         for applied in plan.applied:
             command, transition = applied.command, applied.transition
             record = records[applied.position]
-            counts[(transition.outcome, command.action.value, command.reason.value)] += 1
+            counts[(transition.outcome, command.action, command.reason)] += 1
             if transition.outcome is Outcome.DUPLICATE:
                 continue
-            outcomes.append((command.command_id, transition.outcome.value))
+            outcomes.append((command.command_id, transition.outcome))
             if transition.outcome is Outcome.REJECTED:
                 outputs[applied.position] = [
                     dead_letter_record(record, transition.error or "rejected", self.worker, self.metrics)]
@@ -107,12 +107,12 @@ class StateHandler:
 def history_row(command: SuspensionCommand, outcome: Outcome, state: CustomerState | None,
                 record: ConsumerRecord, now: datetime) -> HistoryRow:
     return HistoryRow(
-        command.command_id, command.customer_id, command.space_id, command.action.value, command.reason.value,
+        command.command_id, command.customer_id, command.space_id, command.action, command.reason,
         command.actor, command.note,
         command.cause.topic if command.cause else None,
         command.cause.event_id if command.cause else None,
-        command.missed_invoices_or_default.value if command.action is Action.LIFT else None,
-        command.issued_at, now, outcome.value, state.version if state else 0, record.partition, record.offset,
+        command.missed_invoices_or_default if command.action is Action.LIFT else None,
+        command.issued_at, now, outcome, state.version if state else 0, record.partition, record.offset,
     )
 
 
@@ -123,7 +123,7 @@ def encode_state(state: CustomerState) -> bytes:
         "space_id": state.space_id,
         "customer_id": state.customer_id,
         "suspended": state.suspended,
-        "reasons": [reason.value for reason in state.reasons],
+        "reasons": state.reasons,  # StrEnum members encode as their values
         "suspended_at": state.suspended_at,
         "lifted_at": state.lifted_at,
         "version": state.version,

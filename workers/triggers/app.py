@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -44,6 +44,7 @@ from workers.triggers.transport import app_class
 
 log = logging.getLogger(__name__)
 WORKER = "triggers"
+TAKE_WITHIN_S = 0.005
 
 EVENT_RULES = {
     CUSTOMER_SIGNUPS.name: (CustomerSignup, commands_for_signup),
@@ -64,14 +65,10 @@ def commands_for_record(
     return rule(event, settings)  # type: ignore[arg-type]
 
 
-def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) -> faust.App:
-    """The faust app: consumes the event topics; emits with the given (started) aiokafka producer.
-
-    faust's own producer buffers sends behind a flush loop, which capped a live stream near
-    a few hundred events per second on this machine; a plain producer, awaited per batch, does not.
-    """
-    app = app_class(settings.kafka_fetch_max_wait_ms)(
-        settings.triggers_group,
+def faust_app(settings: Settings, group_id: str) -> faust.App:
+    """A faust app configured from the settings (the triggers worker's, and the benchmark's floor)."""
+    return app_class(settings.kafka_fetch_max_wait_ms)(
+        group_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
         web_enabled=False,
@@ -87,10 +84,26 @@ def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) 
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=True,
     )
-    events_topic = app.topic(
-        CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name,
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    )
+
+
+def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
+    """Values read as bytes: decoding is ours, so bad input reaches the dead letter topic."""
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def take_batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Sequence[faust.EventT]]:
+    """Events in batches: up to ``batch_max_records``, or what arrived within 5 ms."""
+    return stream.take_events(settings.batch_max_records, within=TAKE_WITHIN_S)
+
+
+def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) -> faust.App:
+    """The faust app: consumes the event topics; emits with the given (started) aiokafka producer.
+
+    faust's own producer buffers sends behind a flush loop, which capped a live stream near
+    a few hundred events per second on this machine; a plain producer, awaited per batch, does not.
+    """
+    app = faust_app(settings, settings.triggers_group)
+    events_topic = raw_topic(app, CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name)
 
     def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                     error: str) -> Outgoing:
@@ -115,7 +128,7 @@ def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) 
     @app.agent(events_topic)
     async def triggers(stream: faust.StreamT) -> None:
         await settings_table.ready.wait()
-        async for events in stream.take_events(settings.batch_max_records, within=0.005):
+        async for events in take_batches(stream, settings):
             await handle_events(events)
 
     async def handle_events(events: Sequence[faust.EventT]) -> None:
