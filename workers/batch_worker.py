@@ -105,6 +105,8 @@ class BatchWorker:
         # batch in flight, so its records keep their order; batches of other partitions overlap it,
         # so one batch's Python work runs while another waits for PostgreSQL or the broker.
         self._in_flight: dict[TopicPartition, asyncio.Task[None]] = {}
+        # The last offset commit; each waits for the one before, so commits stay in order.
+        self._commits: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = make_consumer(
@@ -141,20 +143,30 @@ class BatchWorker:
             log.info("worker stopped", extra={"worker": self.handler.worker})
 
     async def _next_batches(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """Records of partitions with no batch in flight; waits for a batch to finish when none is free."""
+        """Records of partitions with no batch in flight, as soon as they are fetched or a batch finishes."""
         self._reap()
+        timeout_ms = self.settings.batch_timeout_ms * 4 or 100
         tasks = set(self._in_flight.values())
         if not tasks:
-            return await self._fetch(consumer, (), self.settings.batch_timeout_ms * 4 or 100)
+            return await self._fetch(consumer, (), timeout_ms)
         free = [tp for tp in consumer.assignment() if tp not in self._in_flight]
-        if free and len(tasks) < self.settings.batch_max_in_flight:
-            batches = await self._fetch(consumer, free, 0)  # records already fetched, no waiting
-            if batches:
-                return batches
-        await asyncio.wait(tasks, timeout=self.settings.batch_timeout_ms / 1000 / 10,
-                           return_when=asyncio.FIRST_COMPLETED)
+        if not free or len(tasks) >= self.settings.batch_max_in_flight:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            self._reap()
+            return {}
+        fetching = asyncio.create_task(self._fetch(consumer, free, timeout_ms))
+        try:
+            await asyncio.wait({fetching, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            fetching.cancel()
+            raise
+        if not fetching.done():
+            # A batch finished first: its partition is free again. Records already drained are
+            # kept (cancelling getmany never loses them: it drains only when it returns).
+            fetching.cancel()
+            await asyncio.wait({fetching})
         self._reap()
-        return {}
+        return {} if fetching.cancelled() else fetching.result()
 
     def _reap(self) -> None:
         """Forget finished batches; a failure that was not transient ends the worker, as it would inline."""
@@ -164,11 +176,13 @@ class BatchWorker:
                 task.result()
 
     async def settle(self) -> None:
-        """Wait until every batch in flight is applied, published and committed."""
+        """Wait until every batch in flight is applied and published, and its offsets committed."""
         tasks = set(self._in_flight.values())
         if tasks:
             await asyncio.wait(tasks)
         self._reap()
+        if self._commits is not None:
+            await self._commits
 
     async def _fetch(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
                      timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
@@ -190,7 +204,8 @@ class BatchWorker:
             # A failed attempt may have committed before its connection broke: its outbox
             # rows are published by the flush, since the retry finds the commands done.
             self.outbox_to_flush.update(self.assigned)
-        await self._commit(consumer, batches)
+        # The partitions are free for their next batch now; offset commits run in order behind it.
+        self._commits = asyncio.create_task(self._commit(consumer, batches, self._commits))
         self.metrics.batch_seconds.labels(worker=self.handler.worker).observe(time.perf_counter() - started)
 
     async def _apply(self, records: list[ConsumerRecord]) -> None:
@@ -198,9 +213,8 @@ class BatchWorker:
         try:
             async with self.pool.acquire() as conn:
                 async with conn.transaction():
-                    await repository.delete_outbox(conn, to_delete)
                     outbox = await self.handler.handle(conn, records)
-                    ids = await repository.insert_outbox(conn, self.handler.source_topic, outbox)
+                    ids = await repository.replace_outbox(conn, self.handler.source_topic, outbox, to_delete)
         except BaseException:
             self._published_ids.extend(to_delete)
             raise
@@ -246,7 +260,10 @@ class BatchWorker:
             self._published_ids.extend(ids)
             raise
 
-    async def _commit(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]],
+                      previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await previous  # never raises: failures are logged below
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
         try:
             await consumer.commit(offsets)

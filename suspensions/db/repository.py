@@ -10,6 +10,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 import orjson
@@ -93,43 +94,30 @@ def _state_from_row(row: asyncpg.Record) -> CustomerState:
 # --- state worker ---------------------------------------------------------------------------
 
 
-async def lock_states(conn: asyncpg.Connection, customer_ids: Iterable[str], *, share: bool = False) -> dict[str, CustomerState]:
-    """Read and lock the stored states; always in customer id order, so two batches never deadlock."""
+# Ids a batch may have seen before: commands applied or rejected, invoice jobs decided.
+KNOWN_IDS = {
+    "commands": "SELECT command_id FROM processed_commands WHERE command_id = ANY($2::text[])",
+    "jobs": "SELECT job_id FROM invoice_decisions WHERE job_id = ANY($2::text[])",
+}
+
+
+async def lock_states(
+    conn: asyncpg.Connection, customer_ids: Iterable[str], known: Literal["commands", "jobs"],
+    ids: Iterable[str], *, share: bool = False,
+) -> tuple[dict[str, CustomerState], set[str]]:
+    """Read and lock the stored states (always in customer id order, so two batches never deadlock),
+    and say which of ``ids`` are known already: one round trip for both."""
     mode = "FOR SHARE" if share else "FOR UPDATE"
     rows = await conn.fetch(
-        f"SELECT {STATE_COLUMNS} FROM customer_state WHERE customer_id = ANY($1::text[]) "
-        f"ORDER BY customer_id {mode}",
-        sorted(set(customer_ids)),
+        f"WITH locked AS (SELECT {STATE_COLUMNS} FROM customer_state WHERE customer_id = ANY($1::text[]) "
+        f"                ORDER BY customer_id {mode}) "
+        f"SELECT *, NULL AS known_id FROM locked "
+        f"UNION ALL "
+        f"SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, known.* FROM ({KNOWN_IDS[known]}) AS known",
+        sorted(set(customer_ids)), list(set(ids)),
     )
-    return {row["customer_id"]: _state_from_row(row) for row in rows}
-
-
-async def processed_among(conn: asyncpg.Connection, command_ids: Iterable[str]) -> set[str]:
-    rows = await conn.fetch(
-        "SELECT command_id FROM processed_commands WHERE command_id = ANY($1::text[])", list(set(command_ids))
-    )
-    return {row["command_id"] for row in rows}
-
-
-async def upsert_states(conn: asyncpg.Connection, states: Sequence[CustomerState]) -> None:
-    if not states:
-        return
-    await conn.execute(
-        f"""
-        INSERT INTO customer_state ({STATE_COLUMNS})
-        SELECT {STATE_COLUMNS}
-        FROM json_to_recordset($1::json) AS t(customer_id text, space_id text, suspended boolean, reasons text[],
-             suspended_at timestamptz, lifted_at timestamptz, version bigint, updated_at timestamptz,
-             last_command_id text)
-        ON CONFLICT (customer_id) DO UPDATE SET
-            suspended = EXCLUDED.suspended, reasons = EXCLUDED.reasons,
-            suspended_at = EXCLUDED.suspended_at, lifted_at = EXCLUDED.lifted_at,
-            version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
-            last_command_id = EXCLUDED.last_command_id
-        WHERE customer_state.version < EXCLUDED.version
-        """,
-        json_rows(states),
-    )
+    states = {row["customer_id"]: _state_from_row(row) for row in rows if row["known_id"] is None}
+    return states, {row["known_id"] for row in rows if row["known_id"] is not None}
 
 
 HISTORY_COLUMNS = """command_id text, customer_id text, space_id text, action text, reason text, actor text,
@@ -137,26 +125,37 @@ HISTORY_COLUMNS = """command_id text, customer_id text, space_id text, action te
     applied_at timestamptz, outcome text, version_after bigint, source_partition integer, source_offset bigint"""
 
 
-async def insert_history(conn: asyncpg.Connection, rows: Sequence[HistoryRow]) -> None:
-    if rows:
-        columns = ", ".join(field.name for field in dataclasses.fields(HistoryRow))
-        await conn.execute(
-            f"INSERT INTO command_history ({columns}) SELECT {columns} "
-            f"FROM ROWS FROM (json_to_recordset($1::json) AS ({HISTORY_COLUMNS})) WITH ORDINALITY AS t "
-            f"ORDER BY t.ordinality",  # ids in the batch's order
-            json_rows(rows),
-        )
-
-
-async def mark_processed(conn: asyncpg.Connection, outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
-    if not outcomes:
+async def write_applied(conn: asyncpg.Connection, states: Sequence[CustomerState], history: Sequence[HistoryRow],
+                        outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
+    """A batch's new states, history rows and processed ids, in one statement (one round trip)."""
+    if not (states or history or outcomes):
         return
+    history_columns = ", ".join(field.name for field in dataclasses.fields(HistoryRow))
     await conn.execute(
-        "INSERT INTO processed_commands (command_id, outcome, processed_at) "
-        "SELECT pair->>0, pair->>1, $2 FROM json_array_elements($1::json) AS pair "
-        "ON CONFLICT (command_id) DO NOTHING",
-        json_rows(outcomes),
-        at,
+        f"""
+        WITH states AS (
+            INSERT INTO customer_state ({STATE_COLUMNS})
+            SELECT {STATE_COLUMNS}
+            FROM json_to_recordset($1::json) AS t(customer_id text, space_id text, suspended boolean,
+                 reasons text[], suspended_at timestamptz, lifted_at timestamptz, version bigint,
+                 updated_at timestamptz, last_command_id text)
+            ON CONFLICT (customer_id) DO UPDATE SET
+                suspended = EXCLUDED.suspended, reasons = EXCLUDED.reasons,
+                suspended_at = EXCLUDED.suspended_at, lifted_at = EXCLUDED.lifted_at,
+                version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
+                last_command_id = EXCLUDED.last_command_id
+            WHERE customer_state.version < EXCLUDED.version
+        ), history AS (
+            INSERT INTO command_history ({history_columns})
+            SELECT {history_columns}
+            FROM ROWS FROM (json_to_recordset($2::json) AS ({HISTORY_COLUMNS})) WITH ORDINALITY AS t
+            ORDER BY t.ordinality  -- ids in the batch's order
+        )
+        INSERT INTO processed_commands (command_id, outcome, processed_at)
+        SELECT pair->>0, pair->>1, $4 FROM json_array_elements($3::json) AS pair
+        ON CONFLICT (command_id) DO NOTHING
+        """,
+        json_rows(states), json_rows(history), json_rows(outcomes), at,
     )
 
 
@@ -183,11 +182,6 @@ async def settle_dropped_jobs(
 
 
 # --- billing worker -------------------------------------------------------------------------
-
-
-async def decided_jobs(conn: asyncpg.Connection, job_ids: Iterable[str]) -> set[str]:
-    rows = await conn.fetch("SELECT job_id FROM invoice_decisions WHERE job_id = ANY($1::text[])", list(set(job_ids)))
-    return {row["job_id"] for row in rows}
 
 
 async def insert_decisions(conn: asyncpg.Connection, rows: Sequence[DecisionRow]) -> None:
@@ -250,17 +244,21 @@ def unpack_records(packed: bytes, source_partition: int) -> list[OutboxRecord]:
     return records
 
 
-async def insert_outbox(conn: asyncpg.Connection, source_topic: str, records: Sequence[OutboxRecord]) -> list[int]:
-    """One row per source partition, records in order; returns the row ids."""
-    if not records:
+async def replace_outbox(conn: asyncpg.Connection, source_topic: str, records: Sequence[OutboxRecord],
+                         published_ids: Sequence[int]) -> list[int]:
+    """Delete the rows already published and insert this batch's records, one row per source partition
+    and in order, in one statement; returns the new row ids."""
+    if not records and not published_ids:
         return []
     by_partition: dict[int, list[OutboxRecord]] = {}
     for record in records:
         by_partition.setdefault(record.source_partition, []).append(record)
     rows = await conn.fetch(
+        "WITH published AS (DELETE FROM outbox WHERE id = ANY($4::bigint[])) "
         "INSERT INTO outbox (source_topic, source_partition, records) "
         "SELECT $1, * FROM unnest($2::int[], $3::bytea[]) RETURNING id",
         source_topic, list(by_partition), [pack_records(group) for group in by_partition.values()],
+        list(published_ids),
     )
     return [row["id"] for row in rows]
 

@@ -38,8 +38,8 @@ class BillingHandler:
         if not jobs:
             return out
 
-        states = await repository.lock_states(conn, (job.customer_id for _, job in jobs), share=True)
-        decided = await repository.decided_jobs(conn, (job.job_id for _, job in jobs))
+        states, decided = await repository.lock_states(
+            conn, (job.customer_id for _, job in jobs), "jobs", (job.job_id for _, job in jobs), share=True)
         rows: list[DecisionRow] = []
         counts: Counter[str] = Counter()
         for record, job in jobs:

@@ -33,8 +33,8 @@ class StateHandler:
         now = datetime.now(UTC)
         commands, outputs = decode_customer_records(records, SuspensionCommand, self.worker, self.metrics)
 
-        stored = await repository.lock_states(conn, (c.customer_id for _, c in commands))
-        processed = await repository.processed_among(conn, (c.command_id for _, c in commands))
+        stored, processed = await repository.lock_states(
+            conn, (c.customer_id for _, c in commands), "commands", (c.command_id for _, c in commands))
         plan = plan_batch(stored, processed, commands, now)
 
         history: list[HistoryRow] = []
@@ -70,9 +70,7 @@ class StateHandler:
                 outputs[applied.position].extend(
                     rebilled_record(job, records[applied.position]) for job in jobs)
 
-        await repository.upsert_states(conn, list(plan.final_states.values()))
-        await repository.insert_history(conn, history)
-        await repository.mark_processed(conn, outcomes, now)
+        await repository.write_applied(conn, list(plan.final_states.values()), history, outcomes, now)
         self._count(counts)
         return [out for position in sorted(outputs) for out in outputs[position]]
 

@@ -58,6 +58,9 @@ def apply_setting_record(snapshot: SettingsSnapshot, topic: str, key: bytes | No
     table[key_text] = setting
 
 
+SETTINGS_FETCH_MAX_WAIT_MS = 100
+
+
 class SettingsTable:
     def __init__(self, settings: Settings, reject: RejectRecord, metrics: Metrics) -> None:
         self._settings = settings
@@ -67,7 +70,10 @@ class SettingsTable:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        consumer = make_consumer(self._settings, None)
+        # Settings change rarely: polling them every 10 ms (the local fetch wait) cost the broker as
+        # much as the event stream itself; within 100 ms is soon enough for a changed setting.
+        consumer = make_consumer(self._settings, None, fetch_max_wait_ms=max(
+            self._settings.kafka_fetch_max_wait_ms, SETTINGS_FETCH_MAX_WAIT_MS))
         await consumer.start()
         try:
             partitions = await self._all_partitions(consumer)
