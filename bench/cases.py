@@ -361,14 +361,23 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figu
         await asyncio.gather(worker.ready(), state_worker.ready())
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=0)
         await producer.start()
+        # The worker loaded the earlier cases' settings too: wait for one more than it had.
+        known = await asyncio.to_thread(counter, worker.port, "suspensions_settings_records_total")
         await producer.send_and_wait(SETTINGS_SIGNUP.name, orjson.dumps(
             {"space_id": space, "keep_new_members_suspended": True, "updated_at": now_iso()}), key=space.encode())
-        while await asyncio.to_thread(counter, worker.port, "suspensions_settings_records_total") < 1:
+        while await asyncio.to_thread(counter, worker.port, "suspensions_settings_records_total") <= known:
             await asyncio.sleep(0.05)
-        consumer = AIOKafkaConsumer(SUSPENSION_STATE.name, bootstrap_servers=settings.kafka_bootstrap_servers,
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
                                     group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=5)
         await consumer.start()
-        await consumer.seek_to_end()
+        partitions = [TopicPartition(SUSPENSION_STATE.name, p)
+                      for p in sorted(consumer.partitions_for_topic(SUSPENSION_STATE.name) or ())]
+        if not partitions:
+            raise RuntimeError(f"no partitions known for {SUSPENSION_STATE.name}")
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for partition in partitions:  # seek_to_end is lazy: fix the start before the first event is sent
+            await consumer.position(partition)
         total = int(rate * seconds)
 
         async def collect() -> None:
@@ -395,6 +404,11 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figu
             await producer.send(CUSTOMER_SIGNUPS.name, value, key=customer.encode())
         try:
             await asyncio.wait_for(collector, 60)
+        except TimeoutError:
+            tails = "\n".join(f"--- {w.log.name}\n{Path(w.log.name).read_text()[-2000:]}" for w in (worker, state_worker))
+            missing = sorted(sent, key=lambda customer: int(customer.rsplit("-c", 1)[1]))[:5]
+            raise RuntimeError(f"only {len(latencies)} of {total} state records arrived within 60 s "
+                               f"(missing e.g. {missing})\n{tails}") from None
         finally:
             collector.cancel()
             await consumer.stop()
