@@ -105,8 +105,12 @@ class BatchWorker:
         # batch in flight, so its records keep their order; batches of other partitions overlap it,
         # so one batch's Python work runs while another waits for PostgreSQL or the broker.
         self._in_flight: dict[TopicPartition, asyncio.Task[None]] = {}
-        # The last offset commit; each waits for the one before, so commits stay in order.
-        self._commits: asyncio.Task[None] | None = None
+        # Offsets of batches applied and published, committed together at most every
+        # ``kafka_commit_interval_ms`` (and at once before a revocation or shutdown): one commit
+        # request per batch cost the local broker as much CPU as the records themselves.
+        self._offsets_to_commit: dict[TopicPartition, int] = {}
+        self._commit_now = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = make_consumer(
@@ -181,8 +185,9 @@ class BatchWorker:
         if tasks:
             await asyncio.wait(tasks)
         self._reap()
-        if self._commits is not None:
-            await self._commits
+        if self._committer is not None:
+            self._commit_now.set()
+            await self._committer
 
     async def _fetch(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
                      timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
@@ -204,8 +209,11 @@ class BatchWorker:
             # A failed attempt may have committed before its connection broke: its outbox
             # rows are published by the flush, since the retry finds the commands done.
             self.outbox_to_flush.update(self.assigned)
-        # The partitions are free for their next batch now; offset commits run in order behind it.
-        self._commits = asyncio.create_task(self._commit(consumer, batches, self._commits))
+        # The partitions are free for their next batch now; their offsets are committed behind it.
+        for tp, batch in batches.items():
+            self._offsets_to_commit[tp] = batch[-1].offset + 1
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending(consumer))
         self.metrics.batch_seconds.labels(worker=self.handler.worker).observe(time.perf_counter() - started)
 
     async def _apply(self, records: list[ConsumerRecord]) -> None:
@@ -260,16 +268,17 @@ class BatchWorker:
             self._published_ids.extend(ids)
             raise
 
-    async def _commit(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]],
-                      previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await previous  # never raises: failures are logged below
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as error:
-            # The effects are applied and deduplicated by id: the next owner re-reads and skips them.
-            log.warning("offset commit failed", extra={"worker": self.handler.worker, "error": repr(error)})
+    async def _commit_pending(self, consumer: AIOKafkaConsumer) -> None:
+        while self._offsets_to_commit:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_now.wait(), self.settings.kafka_commit_interval_ms / 1000)
+            self._commit_now.clear()
+            offsets, self._offsets_to_commit = self._offsets_to_commit, {}
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as error:
+                # The effects are applied and deduplicated by id: the next owner re-reads and skips them.
+                log.warning("offset commit failed", extra={"worker": self.handler.worker, "error": repr(error)})
 
     async def _retry(self, action: Callable[[], Awaitable[object]], dependency: str) -> bool:
         """Retry a transient failure with backoff until it succeeds; shutdown cancels it.

@@ -10,7 +10,6 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 import asyncpg
 import orjson
@@ -94,30 +93,25 @@ def _state_from_row(row: asyncpg.Record) -> CustomerState:
 # --- state worker ---------------------------------------------------------------------------
 
 
-# Ids a batch may have seen before: commands applied or rejected, invoice jobs decided.
-KNOWN_IDS = {
-    "commands": "SELECT command_id FROM processed_commands WHERE command_id = ANY($2::text[])",
-    "jobs": "SELECT job_id FROM invoice_decisions WHERE job_id = ANY($2::text[])",
-}
-
-
-async def lock_states(
-    conn: asyncpg.Connection, customer_ids: Iterable[str], known: Literal["commands", "jobs"],
-    ids: Iterable[str], *, share: bool = False,
-) -> tuple[dict[str, CustomerState], set[str]]:
-    """Read and lock the stored states (always in customer id order, so two batches never deadlock),
-    and say which of ``ids`` are known already: one round trip for both."""
+async def lock_states(conn: asyncpg.Connection, customer_ids: Iterable[str], *, share: bool = False) -> dict[str, CustomerState]:
+    """Read and lock the stored states; always in customer id order, so two batches never deadlock."""
     mode = "FOR SHARE" if share else "FOR UPDATE"
     rows = await conn.fetch(
-        f"WITH locked AS (SELECT {STATE_COLUMNS} FROM customer_state WHERE customer_id = ANY($1::text[]) "
-        f"                ORDER BY customer_id {mode}) "
-        f"SELECT *, NULL AS known_id FROM locked "
-        f"UNION ALL "
-        f"SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, known.* FROM ({KNOWN_IDS[known]}) AS known",
-        sorted(set(customer_ids)), list(set(ids)),
+        f"SELECT {STATE_COLUMNS} FROM customer_state WHERE customer_id = ANY($1::text[]) "
+        f"ORDER BY customer_id {mode}",
+        sorted(set(customer_ids)),
     )
-    states = {row["customer_id"]: _state_from_row(row) for row in rows if row["known_id"] is None}
-    return states, {row["known_id"] for row in rows if row["known_id"] is not None}
+    return {row["customer_id"]: _state_from_row(row) for row in rows}
+
+
+async def processed_among(conn: asyncpg.Connection, command_ids: Iterable[str]) -> set[str]:
+    """Which of these commands were applied or rejected before. Asked after ``lock_states`` in its
+    own statement: a statement's snapshot is taken when it starts, so a check in the locking
+    statement would miss ids committed by the transaction it waited for."""
+    rows = await conn.fetch(
+        "SELECT command_id FROM processed_commands WHERE command_id = ANY($1::text[])", list(set(command_ids))
+    )
+    return {row["command_id"] for row in rows}
 
 
 HISTORY_COLUMNS = """command_id text, customer_id text, space_id text, action text, reason text, actor text,
@@ -182,6 +176,11 @@ async def settle_dropped_jobs(
 
 
 # --- billing worker -------------------------------------------------------------------------
+
+
+async def decided_jobs(conn: asyncpg.Connection, job_ids: Iterable[str]) -> set[str]:
+    rows = await conn.fetch("SELECT job_id FROM invoice_decisions WHERE job_id = ANY($1::text[])", list(set(job_ids)))
+    return {row["job_id"] for row in rows}
 
 
 async def insert_decisions(conn: asyncpg.Connection, rows: Sequence[DecisionRow]) -> None:

@@ -38,8 +38,8 @@ class BillingHandler:
         if not jobs:
             return out
 
-        states, decided = await repository.lock_states(
-            conn, (job.customer_id for _, job in jobs), "jobs", (job.job_id for _, job in jobs), share=True)
+        states = await repository.lock_states(conn, (job.customer_id for _, job in jobs), share=True)
+        decided = await repository.decided_jobs(conn, (job.job_id for _, job in jobs))
         rows: list[DecisionRow] = []
         counts: Counter[str] = Counter()
         for record, job in jobs:

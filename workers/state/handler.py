@@ -33,8 +33,8 @@ class StateHandler:
         now = datetime.now(UTC)
         commands, outputs = decode_customer_records(records, SuspensionCommand, self.worker, self.metrics)
 
-        stored, processed = await repository.lock_states(
-            conn, (c.customer_id for _, c in commands), "commands", (c.command_id for _, c in commands))
+        stored = await repository.lock_states(conn, (c.customer_id for _, c in commands))
+        processed = await repository.processed_among(conn, (c.command_id for _, c in commands))
         plan = plan_batch(stored, processed, commands, now)
 
         history: list[HistoryRow] = []

@@ -1,0 +1,69 @@
+"""Two owners apply the same batch at once (a consumer that lost its partition but does not know it
+yet): the second waits for the first's locks and then finds every command already processed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from suspensions.config import Settings
+from suspensions.db import repository
+from suspensions.metrics import Metrics
+from tests.integration import builders
+from tests.support import uid, wait_until
+from topics import SUSPENSION_COMMANDS
+from workers.state.handler import StateHandler
+
+pytestmark = pytest.mark.integration
+
+
+def as_records(commands: list[dict[str, object]]) -> list[ConsumerRecord]:
+    records = []
+    for offset, command in enumerate(commands):
+        key, value = str(command["customer_id"]).encode(), orjson.dumps(command)
+        records.append(ConsumerRecord(SUSPENSION_COMMANDS.name, 0, offset, 0, 0, key, value, None,
+                                      len(key), len(value), ()))
+    return records
+
+
+async def test_a_second_owner_waiting_on_the_lock_applies_nothing_again(settings: Settings) -> None:
+    space, customer = uid("space"), uid("owners")
+    first = await asyncpg.connect(settings.database_url)
+    second = await asyncpg.connect(settings.database_url)
+    try:
+        handler = StateHandler(Metrics())
+        async with first.transaction():  # the customer is known: there is a row to lock
+            await handler.handle(first, as_records([builders.command(customer, space, reason="signup")]))
+        batch = as_records([builders.command(customer, space, reason="plan"),
+                            builders.command(customer, space, action="lift")])
+
+        first_tx = first.transaction()
+        await first_tx.start()
+        await handler.handle(first, batch)  # holds the customer's row lock until it commits
+
+        async def second_owner() -> None:
+            async with second.transaction():
+                await handler.handle(second, batch)
+
+        racing = asyncio.create_task(second_owner())
+
+        async def second_waits_for_the_lock() -> bool:
+            return await first.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                second.get_server_pid())
+
+        await wait_until(second_waits_for_the_lock, 10, "the second owner to wait for the row lock")
+        await first_tx.commit()
+        await asyncio.wait_for(racing, 10)
+
+        state = await repository.customer_state(first, customer)
+        assert state is not None and not state.suspended and state.version == 3  # suspend, plan, lift
+        history = await first.fetch("SELECT command_id FROM command_history WHERE customer_id = $1", customer)
+        assert len(history) == 3  # nothing applied twice, not even as a no-op
+    finally:
+        await first.close()
+        await second.close()
