@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -20,7 +21,8 @@ from suspensions.config import Settings
 from suspensions.local.stack import LocalStack
 
 app = typer.Typer(add_completion=False, help=__doc__)
-console = Console()
+# Off a terminal rich assumes 80 columns, which folds the table past reading; logs and CI get it whole.
+console = Console() if sys.stdout.isatty() else Console(width=170)
 
 SIZES = {
     # case: (full, quick, tiny: the smoke test's, to keep the command working)
