@@ -22,7 +22,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.probes import counter, peak_rss_bytes, time_consumption
 from suspensions.config import Settings
+from suspensions.kafka import producer as kafka_producer
 from suspensions.local.ports import free_port
+from suspensions.publish import Outgoing, publish_all
 from topics import (
     CRM_OPPORTUNITIES,
     CUSTOMER_PLAN_CHANGES,
@@ -34,6 +36,7 @@ from topics import (
     SUSPENSION_COMMANDS,
     SUSPENSION_STATE,
 )
+from workers.triggers.app import faust_app, raw_topic, take_batches
 
 
 @dataclass
@@ -210,10 +213,6 @@ async def _raw_loop(settings: Settings, source: str, target: str, total: int, po
 async def faust_floor(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
     """Records/s of a faust agent that only forwards the records, built as the triggers worker is:
     the ceiling for any faust-based worker on this broker and machine (nothing decoded, no rules)."""
-    from suspensions.kafka import producer as kafka_producer
-    from suspensions.publish import Outgoing, publish_all
-    from workers.triggers.app import faust_app, raw_topic, take_batches
-
     run = uuid.uuid4().hex[:6]
     source, target = f"bench.faust.in.{run}", f"bench.faust.out.{run}"
     await fresh_topics(settings, source, target)
@@ -404,7 +403,7 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figu
             """``count`` signups at ``rate`` per second, or until a warm-up is judged done."""
             started = time.perf_counter()
             for i in range(count):
-                if prefix == "w" and settled():
+                if prefix == "w" and i % 100 == 0 and settled():  # checked every 0.1 s of load
                     return
                 customer = f"{space}-{prefix}{i}"
                 delay = started + i / rate - time.perf_counter()

@@ -22,7 +22,7 @@ from suspensions.kafka import create_topics
 from suspensions.local.broker import LocalBroker
 from suspensions.local.postgres import LocalPostgres
 from suspensions.local.stack import LocalStack
-from tests.support import TopicTail, WorkerProcess, uid
+from tests.support import TopicTail, WorkerProcess, create_database
 from topics import (
     DEADLETTER,
     INVOICE_JOBS_ACCEPTED,
@@ -92,13 +92,7 @@ async def isolated(settings: Settings) -> AsyncIterator[Settings]:
     The database lives on the session's PostgreSQL server; the broker is a fresh Tansu. Nothing
     of the session workers can see either, so outbox rows never cross between the two stacks.
     """
-    name = uid("db").replace("-", "_")
-    admin = await asyncpg.connect(settings.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    url = await create_database(settings, "db")
     broker = LocalBroker().start()
     try:
         local = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,

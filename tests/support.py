@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -26,6 +27,17 @@ Record = dict[str, Any]
 
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def create_database(settings: Settings, prefix: str) -> str:
+    """A new, empty database on the session's PostgreSQL server; returns its URL."""
+    name = uid(prefix).replace("-", "_")
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return settings.database_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def now_iso() -> str:

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol
 
 import asyncpg
@@ -186,7 +186,8 @@ class BatchWorker:
             await asyncio.wait(tasks)
         self._reap()
         if self._committer is not None:
-            self._commit_now.set()
+            if not self._committer.done():  # a finished one would leave the event set for the next
+                self._commit_now.set()
             await self._committer
 
     async def _fetch(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
@@ -217,15 +218,11 @@ class BatchWorker:
         self.metrics.batch_seconds.labels(worker=self.handler.worker).observe(time.perf_counter() - started)
 
     async def _apply(self, records: list[ConsumerRecord]) -> None:
-        to_delete, self._published_ids = self._published_ids, []
-        try:
+        with self._published_to_delete() as to_delete:
             async with self.pool.acquire() as conn:
                 async with conn.transaction():
                     outbox = await self.handler.handle(conn, records)
                     ids = await repository.replace_outbox(conn, self.handler.source_topic, outbox, to_delete)
-        except BaseException:
-            self._published_ids.extend(to_delete)
-            raise
         self.health.database_ok = True
         await self._retry(functools.partial(self._publish, outbox), "kafka")
         self._published_ids.extend(ids)
@@ -258,15 +255,21 @@ class BatchWorker:
             if record.event_time is not None:
                 self.metrics.end_to_end_seconds.observe(max(0.0, now - record.event_time))
 
-    async def _delete_published(self) -> None:
+    @contextlib.contextmanager
+    def _published_to_delete(self) -> Iterator[list[int]]:
+        """Take the published outbox ids for deletion; they are put back if the deletion fails."""
         ids, self._published_ids = self._published_ids, []
         try:
-            if ids:
-                async with self.pool.acquire() as conn:
-                    await repository.delete_outbox(conn, ids)
+            yield ids
         except BaseException:
             self._published_ids.extend(ids)
             raise
+
+    async def _delete_published(self) -> None:
+        with self._published_to_delete() as ids:
+            if ids:
+                async with self.pool.acquire() as conn:
+                    await repository.delete_outbox(conn, ids)
 
     async def _commit_pending(self, consumer: AIOKafkaConsumer) -> None:
         while self._offsets_to_commit:

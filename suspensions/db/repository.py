@@ -1,6 +1,7 @@
 """Every SQL statement of the service, behind small functions that take a connection.
 
-Batch statements use ``unnest`` over arrays so a whole batch is one round trip.
+Batch statements take the batch's rows as one JSON parameter (``json_rows``), so a whole
+batch is one round trip.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ async def processed_among(conn: asyncpg.Connection, command_ids: Iterable[str]) 
     return {row["command_id"] for row in rows}
 
 
+HISTORY_FIELDS = ", ".join(field.name for field in dataclasses.fields(HistoryRow))
 HISTORY_COLUMNS = """command_id text, customer_id text, space_id text, action text, reason text, actor text,
     note text, cause_topic text, cause_event_id text, missed_invoices text, issued_at timestamptz,
     applied_at timestamptz, outcome text, version_after bigint, source_partition integer, source_offset bigint"""
@@ -127,7 +129,6 @@ async def write_applied(conn: asyncpg.Connection, states: Sequence[CustomerState
     """A batch's new states, history rows and processed ids, in one statement (one round trip)."""
     if not (states or history or outcomes):
         return
-    history_columns = ", ".join(field.name for field in dataclasses.fields(HistoryRow))
     await conn.execute(
         f"""
         WITH states AS (
@@ -143,8 +144,8 @@ async def write_applied(conn: asyncpg.Connection, states: Sequence[CustomerState
                 last_command_id = EXCLUDED.last_command_id
             WHERE customer_state.version < EXCLUDED.version
         ), history AS (
-            INSERT INTO command_history ({history_columns})
-            SELECT {history_columns}
+            INSERT INTO command_history ({HISTORY_FIELDS})
+            SELECT {HISTORY_FIELDS}
             FROM ROWS FROM (json_to_recordset($2::json) AS ({HISTORY_COLUMNS})) WITH ORDINALITY AS t
             ORDER BY t.ordinality  -- ids in the batch's order
         )

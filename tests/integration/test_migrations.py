@@ -11,18 +11,12 @@ from suspensions.config import Settings
 from suspensions.db import repository
 from suspensions.db.migrate import migrate, migration_files
 from suspensions.db.repository import OutboxRecord
-from tests.support import uid
+from tests.support import create_database
 
 
 @pytest_asyncio.fixture
 async def empty_database(settings: Settings) -> AsyncIterator[str]:
-    name = uid("mig").replace("-", "_")
-    admin = await asyncpg.connect(settings.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    yield await create_database(settings, "mig")
 
 
 async def test_unpublished_outbox_rows_survive_the_packed_outbox_migration(empty_database: str) -> None:
