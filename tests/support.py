@@ -90,7 +90,15 @@ class TopicTail:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer:
-            await self._consumer.stop()
+            try:
+                await self._consumer.stop()
+            except asyncio.CancelledError:
+                # aiokafka's fetcher close re-raises the cancellation of its own fetch in retry; that
+                # one must not abort the session's teardown (its workers and brokers stayed running).
+                # A cancellation of this task itself still propagates.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
 
     def matching(self, topic: str, **fields: Any) -> list[Record]:
         return [
