@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import statistics
 import subprocess
@@ -20,11 +19,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.probes import counter, peak_rss_bytes, time_consumption
-from suspensions.config import Settings
-from suspensions.kafka import producer as kafka_producer
-from suspensions.local.ports import free_port
-from suspensions.publish import Outgoing, publish_all
+from bench.probes import time_consumption
+from models import CustomerState, Reason, utc_iso
+from suspensions.local.processes import WorkerProcess, metric_total, service_env
 from topics import (
     CRM_OPPORTUNITIES,
     CUSTOMER_PLAN_CHANGES,
@@ -36,6 +33,10 @@ from topics import (
     SUSPENSION_COMMANDS,
     SUSPENSION_STATE,
 )
+from workers.runtime.config import Settings
+from workers.runtime.db import repository
+from workers.runtime.kafka import producer as kafka_producer
+from workers.runtime.publishing import OutgoingRecord, publish_all
 from workers.triggers.app import faust_app, raw_topic, take_batches
 
 
@@ -62,7 +63,7 @@ class Figure:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return utc_iso()
 
 
 # --- plumbing -------------------------------------------------------------------------------
@@ -94,62 +95,26 @@ async def fresh_topics(settings: Settings, *names: str, partitions: int = 4) -> 
         await admin.close()
 
 
-class Worker:
-    """A worker process as production runs it, with its /metrics port."""
-
-    def __init__(self, settings: Settings, *workers: str, **env: str) -> None:
-        self.port = free_port()
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("SUSPENSIONS_")}
-        environment.update({
-            "SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "SUSPENSIONS_DATABASE_URL": settings.database_url,
-            "SUSPENSIONS_HTTP_PORT": str(self.port),
-            "SUSPENSIONS_LOG_LEVEL": "WARNING",
-            "SUSPENSIONS_LAG_SAMPLE_INTERVAL_S": "0",
-            **env,
-        })
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "suspensions", "run", *workers],
-                                        env=environment, stdout=self.log, stderr=self.log)
-
-    async def ready(self, timeout_s: float = 120) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited; see {self.log.name}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1):
-                    return
-            except OSError:
-                await asyncio.sleep(0.1)
-        raise TimeoutError("worker not ready")
-
-    def peak_rss_mb(self) -> float:
-        return peak_rss_bytes(self.process.pid) / 1e6
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+def bench_worker(settings: Settings, *workers: str) -> WorkerProcess:
+    """A worker process as production runs it, quiet, its log in a temporary file."""
+    log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
+    log.close()
+    return WorkerProcess(settings, workers, {"SUSPENSIONS_LOG_LEVEL": "WARNING",
+                                              "SUSPENSIONS_LAG_SAMPLE_INTERVAL_S": "0"}, Path(log.name)).start()
 
 
 async def measure_worker(settings: Settings, worker_name: str, count: int, case: str, baseline: str,
                          baseline_rate: float, note: str, emitted: tuple[str, int] | None = None) -> Figure:
     """Start the worker on the backlog already produced; time it from first record to last."""
-    worker = Worker(settings, worker_name)
+    worker = bench_worker(settings, worker_name)
     try:
-        await worker.ready()
-        seconds = await time_consumption(worker.port, count)
+        await worker.wait_ready(120)
+        seconds = await time_consumption(worker.http_port, count)
         if emitted is not None:  # outputs counted separately (the triggers' commands)
             name, expected = emitted
-            while await asyncio.to_thread(counter, worker.port, name) < expected:
+            while await asyncio.to_thread(metric_total, worker.http_port, name) < expected:
                 await asyncio.sleep(0.02)
-        figure = Figure(case, count, count / seconds, baseline, baseline_rate, peak_rss_mb=worker.peak_rss_mb(),
+        figure = Figure(case, count, count / seconds, baseline, baseline_rate, peak_rss_mb=worker.peak_rss_bytes() / 1e6,
                         seconds=seconds, target="ratio >= 0.5", notes=[note])
     finally:
         worker.stop()
@@ -157,16 +122,14 @@ async def measure_worker(settings: Settings, worker_name: str, count: int, case:
     return figure
 
 
-async def seed_states(settings: Settings, rows: list[tuple]) -> None:  # type: ignore[type-arg]
+async def seed_states(settings: Settings, rows: list[tuple[str, str, bool, list[str]]]) -> None:
     """Known customers straight into customer_state: (customer_id, space_id, suspended, reasons)."""
     now = datetime.now(UTC)
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await conn.copy_records_to_table(
-            "customer_state",
-            records=[(c, space, suspended, reasons, now, None, 1, now, "seed") for c, space, suspended, reasons in rows],
-            columns=["customer_id", "space_id", "suspended", "reasons", "suspended_at", "lifted_at", "version",
-                     "updated_at", "last_command_id"])
+        await repository.copy_states(conn, [
+            CustomerState(customer, space, suspended, tuple(Reason(r) for r in reasons), now, None, 1, now, "seed")
+            for customer, space, suspended, reasons in rows])
     finally:
         await conn.close()
 
@@ -226,7 +189,7 @@ async def faust_floor(settings: Settings, records: list[tuple[bytes, bytes]]) ->
         async def forward(stream):  # type: ignore[no-untyped-def]
             async for events in take_batches(stream, settings):
                 progress["started"] = progress["started"] or time.perf_counter()
-                await publish_all(producer, [Outgoing(target, e.message.key, e.message.value) for e in events])
+                await publish_all(producer, [OutgoingRecord(target, e.message.key, e.message.value, None) for e in events])
                 progress["seen"] += len(events)
                 if progress["seen"] >= len(records):
                     progress["ended"] = time.perf_counter()
@@ -355,20 +318,20 @@ WARM_UP_LIMIT_S = 60.0
 async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figure:
     space = f"e2e-{uuid.uuid4().hex[:6]}"
     # One process per worker, as docker-compose deploys them.
-    worker = Worker(settings, "triggers")
-    state_worker = Worker(settings, "state")
+    worker = bench_worker(settings, "triggers")
+    state_worker = bench_worker(settings, "state")
     sent: dict[str, float] = {}
     latencies: list[float] = []
     sent_times: list[float] = []  # when each measured event was sent, to see where the tail falls
     try:
-        await asyncio.gather(worker.ready(), state_worker.ready())
+        await asyncio.gather(worker.wait_ready(120), state_worker.wait_ready(120))
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=0)
         await producer.start()
         # The worker loaded the earlier cases' settings too: wait for one more than it had.
-        known = await asyncio.to_thread(counter, worker.port, "suspensions_settings_records_total")
+        known = await asyncio.to_thread(metric_total, worker.http_port, "suspensions_settings_records_total")
         await producer.send_and_wait(SETTINGS_SIGNUP.name, orjson.dumps(
             {"space_id": space, "keep_new_members_suspended": True, "updated_at": now_iso()}), key=space.encode())
-        while await asyncio.to_thread(counter, worker.port, "suspensions_settings_records_total") <= known:
+        while await asyncio.to_thread(metric_total, worker.http_port, "suspensions_settings_records_total") <= known:
             await asyncio.sleep(0.05)
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
                                     group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=5)
@@ -427,7 +390,7 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figu
         try:
             await asyncio.wait_for(collector, 60)
         except TimeoutError:
-            tails = "\n".join(f"--- {w.log.name}\n{Path(w.log.name).read_text()[-2000:]}" for w in (worker, state_worker))
+            tails = "\n".join(f"--- {w.log_path}\n{Path(str(w.log_path)).read_text()[-2000:]}" for w in (worker, state_worker))
             missing = sorted((c for c in sent if "-c" in c), key=lambda c: int(c.rsplit("-c", 1)[1]))[:5]
             raise RuntimeError(f"only {len(latencies)} of {total} state records arrived within 60 s "
                                f"(missing e.g. {missing})\n{tails}") from None
@@ -456,15 +419,13 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figu
 
 
 async def bulk_case(settings: Settings, lines: int) -> Figure:
-    worker = Worker(settings, "state")
+    worker = bench_worker(settings, "state")
     try:
-        await worker.ready()
+        await worker.wait_ready(120)
         path = Path(tempfile.mkstemp(suffix=".csv")[1])
         space = f"bulk-{uuid.uuid4().hex[:6]}"
         path.write_text("customer_id,space_id,note\n" + "".join(f"{space}-{i},{space},bench\n" for i in range(lines)))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SUSPENSIONS_")}
-        env.update({"SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-                    "SUSPENSIONS_DATABASE_URL": settings.database_url})
+        env = service_env(settings)
         started = time.perf_counter()
         result = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "suspensions", "bulk", "suspend", "--file", str(path), "--json"],
@@ -498,16 +459,16 @@ async def memory_case(settings: Settings, known_customers: int, traffic: int) ->
     figures = []
     for name, topic, records in (("state", SUSPENSION_COMMANDS.name, commands), ("billing", INVOICE_JOBS.name, jobs)):
         # Runs after the throughput cases, in the same groups: their offsets are at the end already.
-        worker = Worker(settings, name)
+        worker = bench_worker(settings, name)
         try:
-            await worker.ready()
+            await worker.wait_ready(120)
             await produce_all(settings, topic, records)
             deadline = time.monotonic() + 300
-            while await asyncio.to_thread(counter, worker.port, "suspensions_records_consumed_total") < traffic:
+            while await asyncio.to_thread(metric_total, worker.http_port, "suspensions_records_consumed_total") < traffic:
                 if time.monotonic() > deadline:
                     raise TimeoutError("memory case did not finish")
                 await asyncio.sleep(0.1)
-            rss = worker.peak_rss_mb()
+            rss = worker.peak_rss_bytes() / 1e6
         finally:
             worker.stop()
         figures.append(Figure(f"memory: {name} worker", traffic, peak_rss_mb=rss,

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import cases
-from suspensions.config import Settings
 from suspensions.local.stack import LocalStack
+from workers.runtime.config import Settings
 
 app = typer.Typer(add_completion=False, help=__doc__)
 # Off a terminal rich assumes 80 columns, which folds the table past reading; logs and CI get it whole.

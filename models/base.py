@@ -8,6 +8,7 @@ zone.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -15,9 +16,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, Va
 T = TypeVar("T", bound="ContractModel")
 
 # Ids are non-empty strings; a bound keeps a hostile record from filling the database.
-Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Text = Annotated[str, StringConstraints(max_length=2000)]
+ID_MAX_LENGTH = 200
+TEXT_MAX_LENGTH = 2000
+Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH)]
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_LENGTH)]
 Timestamp = AwareDatetime
+
+
+def utc_iso(moment: datetime | None = None) -> str:
+    """The contract's timestamp text: ISO 8601 in UTC with a ``Z`` (now, when no moment is given)."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class ContractModel(BaseModel):

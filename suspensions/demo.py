@@ -13,11 +13,8 @@ from rich.console import Console
 
 from models import Action, MissedInvoices
 from suspensions import operators
-from suspensions.config import Settings
-from suspensions.kafka import make_consumer, producer
 from suspensions.local.stack import LocalStack
-from suspensions.metrics import Metrics
-from suspensions.runner import WORKER_NAMES, install_signal_handlers, run_workers
+from suspensions.runner import install_signal_handlers, run_workers
 from topics import (
     CRM_OPPORTUNITIES,
     CUSTOMER_PLAN_CHANGES,
@@ -31,6 +28,10 @@ from topics import (
     SETTINGS_SIGNUP,
     SUSPENSION_STATE,
 )
+from workers.registry import WORKER_NAMES
+from workers.runtime.config import Settings
+from workers.runtime.kafka import make_consumer, producer
+from workers.runtime.metrics import Metrics
 
 WATCHED = (SUSPENSION_STATE.name, INVOICE_JOBS_ACCEPTED.name, INVOICE_JOBS_DROPPED.name, DEADLETTER.name)
 

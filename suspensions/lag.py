@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from suspensions.config import Settings
-from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS, INVOICE_JOBS, SUSPENSION_COMMANDS
+from workers.runtime.config import Settings
+from workers.runtime.kafka import make_admin, make_consumer
 
 
 class Status(IntEnum):
@@ -67,14 +66,6 @@ class GroupReport:
         return data
 
 
-def service_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
-    return {
-        settings.triggers_group: (CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name),
-        settings.state_group: (SUSPENSION_COMMANDS.name,),
-        settings.billing_group: (INVOICE_JOBS.name,),
-    }
-
-
 # --- pure evaluation ------------------------------------------------------------------------
 
 
@@ -119,8 +110,7 @@ class LagProbe:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                          request_timeout_ms=settings.kafka_request_timeout_ms)
+        self._admin = make_admin(settings)
 
     async def __aenter__(self) -> LagProbe:
         await self._admin.start()
@@ -130,9 +120,7 @@ class LagProbe:
         await self._admin.close()
 
     def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, max_partition_fetch_bytes=64 * 1024,
-                                fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms)
+        return make_consumer(self._settings, None, max_partition_fetch_bytes=64 * 1024)
 
     async def _partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
         wanted = set(topics)

@@ -9,16 +9,16 @@ import asyncio
 import csv
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from models import Action, MissedInvoices, Reason, SuspensionCommand, encode
-from suspensions.publish import Outgoing, publish_all
-from topics import SUSPENSION_COMMANDS
+from models import ID_MAX_LENGTH, TEXT_MAX_LENGTH, Action, MissedInvoices, Reason, SuspensionCommand
+from suspensions.queries import command_outcomes
+from workers.runtime.publishing import command_record, publish_all
 
 
 def manual_command(
@@ -46,11 +46,7 @@ def manual_command(
 
 async def publish(producer: AIOKafkaProducer, commands: list[SuspensionCommand]) -> None:
     """Publish a batch and wait for the broker's acknowledgement of all of it."""
-    await publish_all(producer, (
-        Outgoing(SUSPENSION_COMMANDS.name, command.customer_id.encode(), encode(command),
-                 (("command_id", command.command_id.encode()),))
-        for command in commands
-    ))
+    await publish_all(producer, (command_record(command) for command in commands))
 
 
 async def wait_for_outcomes(
@@ -63,10 +59,7 @@ async def wait_for_outcomes(
     while remaining:
         for start in range(0, len(remaining), 5_000):
             chunk = remaining[start:start + 5_000]
-            rows = await conn.fetch(
-                "SELECT command_id, outcome FROM processed_commands WHERE command_id = ANY($1::text[])", chunk
-            )
-            outcomes.update({row["command_id"]: row["outcome"] for row in rows})
+            outcomes.update(await command_outcomes(conn, chunk))
         remaining = [command_id for command_id in remaining if command_id not in outcomes]
         if not remaining or asyncio.get_running_loop().time() > deadline:
             break
@@ -76,7 +69,6 @@ async def wait_for_outcomes(
 
 async def wait_for_command(conn: asyncpg.Connection, command_id: str, timeout_s: float) -> str | None:
     return (await wait_for_outcomes(conn, [command_id], timeout_s)).get(command_id)
-
 
 
 # --- bulk files -----------------------------------------------------------------------------
@@ -128,10 +120,10 @@ def read_bulk_lines(handle: Iterable[str]) -> Iterator[BulkLine | MalformedLine]
             yield MalformedLine(line_number, "customer_id is empty")
         elif not space_id:
             yield MalformedLine(line_number, "space_id is empty")
-        elif len(customer_id) > 200 or len(space_id) > 200:
-            yield MalformedLine(line_number, "customer_id or space_id longer than 200 characters")
-        elif note is not None and len(note) > 2000:
-            yield MalformedLine(line_number, "note longer than 2000 characters")
+        elif len(customer_id) > ID_MAX_LENGTH or len(space_id) > ID_MAX_LENGTH:
+            yield MalformedLine(line_number, f"customer_id or space_id longer than {ID_MAX_LENGTH} characters")
+        elif note is not None and len(note) > TEXT_MAX_LENGTH:
+            yield MalformedLine(line_number, f"note longer than {TEXT_MAX_LENGTH} characters")
         else:
             yield BulkLine(line_number, customer_id, space_id, note)
 
@@ -143,13 +135,13 @@ class BulkSummary:
     noop: int = 0
     rejected: int = 0
     unconfirmed: int = 0
-    malformed: list[MalformedLine] | None = None
+    malformed: list[MalformedLine] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "sent": self.sent, "applied": self.applied, "noop": self.noop, "rejected": self.rejected,
             "unconfirmed": self.unconfirmed,
-            "malformed": [{"line": m.line_number, "error": m.error} for m in (self.malformed or [])],
+            "malformed": [{"line": m.line_number, "error": m.error} for m in self.malformed],
         }
 
 

@@ -16,9 +16,6 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
-from suspensions.config import Settings
-from suspensions.db.migrate import migrate
-from suspensions.kafka import create_topics
 from suspensions.local.broker import LocalBroker
 from suspensions.local.postgres import LocalPostgres
 from suspensions.local.stack import LocalStack
@@ -30,6 +27,9 @@ from topics import (
     SUSPENSION_COMMANDS,
     SUSPENSION_STATE,
 )
+from workers.runtime.config import Settings
+from workers.runtime.db.migrate import migrate
+from workers.runtime.kafka import create_topics
 
 LOG_DIR = Path(os.environ.get("SUSPENSIONS_TEST_LOG_DIR", "/tmp/suspensions-test-logs"))
 

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from suspensions.config import Settings
-from suspensions.local.ports import free_port
+from models import utc_iso
+from suspensions.local.processes import WorkerProcess as LocalWorkerProcess
+from suspensions.local.processes import service_env
+from workers.runtime.config import Settings
 
 Record = dict[str, Any]
 
@@ -41,7 +39,7 @@ async def create_database(settings: Settings, prefix: str) -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return utc_iso()
 
 
 async def wait_until(check: Callable[[], Awaitable[Any]], timeout_s: float = 30.0, what: str = "condition") -> Any:
@@ -120,78 +118,29 @@ async def send(producer: AIOKafkaProducer, topic: str, key: str | bytes | None, 
     await producer.send_and_wait(topic, payload, key=encoded_key)
 
 
-def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUSPENSIONS_")}
-    env.update({
-        "SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SUSPENSIONS_DATABASE_URL": settings.database_url,
-        "SUSPENSIONS_LOG_FORMAT": "json",
-        "SUSPENSIONS_BATCH_TIMEOUT_MS": "20",
-    })
-    env.update(extra)
-    return env
+def test_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of the processes a test starts: JSON logs, short batches."""
+    return service_env(settings, SUSPENSIONS_LOG_FORMAT="json", SUSPENSIONS_BATCH_TIMEOUT_MS="20", **extra)
 
 
 @dataclass
-class WorkerProcess:
-    """`suspensions run ...` as a real process, as production runs it."""
+class WorkerProcess(LocalWorkerProcess):
+    """A worker process started with the tests' environment."""
 
-    settings: Settings
-    workers: tuple[str, ...] = ()
-    extra_env: dict[str, str] = field(default_factory=dict)
-    log_path: Path | None = None
-    http_port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        env = service_env(self.settings, SUSPENSIONS_HTTP_PORT=str(self.http_port), **self.extra_env)
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "suspensions", "run", *self.workers], env=env, stdout=log, stderr=log,
-        )
-        return self
-
-    def readyz(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    async def wait_ready(self, timeout_s: float = 90.0) -> None:
-        async def ready() -> bool:
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"worker process exited with {self.process.returncode} (log: {self.log_path})")
-            return await asyncio.to_thread(self.readyz)
-
-        await wait_until(ready, timeout_s, f"workers {self.workers or 'all'} ready")
-
-    def stop(self, timeout_s: float = 40.0) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+    def __post_init__(self) -> None:
+        self.extra_env = {"SUSPENSIONS_LOG_FORMAT": "json", "SUSPENSIONS_BATCH_TIMEOUT_MS": "20", **self.extra_env}
 
 
 def run_cli(settings: Settings, *args: str, timeout_s: float = 120.0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "suspensions", *args], env=service_env(settings), capture_output=True,
+        [sys.executable, "-m", "suspensions", *args], env=test_env(settings), capture_output=True,
         text=True, timeout=timeout_s, input=stdin,
     )
 
 
 def settings_records_applied(worker: WorkerProcess) -> float:
     """How many settings records the worker's triggers have folded so far (from /metrics)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/metrics", timeout=2) as response:
-        body = response.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith("suspensions_settings_records_total{"))
+    return worker.metric("suspensions_settings_records_total")
 
 
 async def publish_setting(producer: AIOKafkaProducer, workers: WorkerProcess | list[WorkerProcess], topic: str,

@@ -30,10 +30,8 @@ class TopicSpec:
     direction: str = "inbound"  # inbound | internal | outbound
     # None: the configured default (SUSPENSIONS_TOPIC_PARTITIONS).
     partitions: int | None = None
-
-    @property
-    def keyed_by_customer(self) -> bool:
-        return self.key == "customer_id"
+    # The header that carries each record's id where the service publishes, for deduplication.
+    id_header: str = "record_id"
 
     def configs(self) -> dict[str, str]:
         return {"cleanup.policy": "compact" if self.compacted else "delete"}
@@ -49,7 +47,7 @@ SETTINGS_CRM_STAGES = TopicSpec(
 )
 INVOICE_JOBS = TopicSpec("invoice.jobs", "customer_id", InvoiceJob)
 SUSPENSION_COMMANDS = TopicSpec(
-    "suspension.commands", "customer_id", SuspensionCommand, direction="internal"
+    "suspension.commands", "customer_id", SuspensionCommand, direction="internal", id_header="command_id"
 )
 SUSPENSION_STATE = TopicSpec(
     "suspension.state", "customer_id", SuspensionState, compacted=True, direction="outbound"
@@ -77,8 +75,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+_BY_NAME = {spec.name: spec for spec in ALL_TOPICS}
+
+
 def by_name(name: str) -> TopicSpec:
-    for spec in ALL_TOPICS:
-        if spec.name == name:
-            return spec
-    raise KeyError(name)
+    return _BY_NAME[name]

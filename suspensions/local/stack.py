@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from suspensions.config import Settings
-from suspensions.db.migrate import migrate
-from suspensions.kafka import create_topics
 from suspensions.local.broker import LocalBroker
 from suspensions.local.ports import port_open
 from suspensions.local.postgres import LocalPostgres
+from workers.runtime.config import Settings
+from workers.runtime.db.migrate import migrate
+from workers.runtime.kafka import create_topics
 
 log = logging.getLogger(__name__)
 

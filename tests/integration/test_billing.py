@@ -8,7 +8,6 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from suspensions.config import Settings
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, run_cli, send, uid, wait_until
 from topics import (
@@ -19,6 +18,7 @@ from topics import (
     SUSPENSION_COMMANDS,
     SUSPENSION_STATE,
 )
+from workers.runtime.config import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest_asyncio
 
-from suspensions.config import Settings
-from suspensions.db import repository
-from suspensions.db.migrate import migrate, migration_files
-from suspensions.db.repository import OutboxRecord
 from tests.support import create_database
+from workers.runtime.config import Settings
+from workers.runtime.db.migrate import migrate, migration_files
+from workers.runtime.outbox import pending_rows
+from workers.runtime.publishing import OutgoingRecord
 
 
 @pytest_asyncio.fixture
@@ -41,13 +41,13 @@ async def test_unpublished_outbox_rows_survive_the_packed_outbox_migration(empty
 
         assert "003_outbox_per_batch" in await migrate(empty_database)
 
-        ids, commands = await repository.pending_outbox(conn, "suspension.commands", [1])
+        ids, commands = await pending_rows(conn, "suspension.commands", [1])
         assert len(ids) == 3
-        assert commands == [OutboxRecord(topic, key, value, record_id, partition)
+        assert commands == [OutgoingRecord(topic, key, value, record_id, partition)
                             for source, partition, topic, key, value, record_id in left
                             if source == "suspension.commands"]
-        _, jobs = await repository.pending_outbox(conn, "invoice.jobs", [0])
-        assert jobs == [OutboxRecord("invoice.jobs.accepted", b"\xff\xfe", b'{"job_id":"j"}', "j", 0)]
+        _, jobs = await pending_rows(conn, "invoice.jobs", [0])
+        assert jobs == [OutgoingRecord("invoice.jobs.accepted", b"\xff\xfe", b'{"job_id":"j"}', "j", 0)]
         assert not await conn.fetchval("SELECT to_regclass('outbox_per_record')")
     finally:
         await conn.close()

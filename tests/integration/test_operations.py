@@ -13,12 +13,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from suspensions.config import Settings
 from suspensions.lag import Status, measure
 from suspensions.local.postgres import LocalPostgres
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, run_cli, send, uid, wait_until
 from topics import INVOICE_JOBS, INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED, SUSPENSION_COMMANDS, SUSPENSION_STATE
+from workers.runtime.config import Settings
 
 pytestmark = pytest.mark.integration
 

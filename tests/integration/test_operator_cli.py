@@ -9,12 +9,12 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from suspensions.config import Settings
-from suspensions.kafka import create_topics
 from suspensions.local.broker import LocalBroker
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, run_cli, send, uid
 from topics import DEADLETTER, SUSPENSION_COMMANDS, SUSPENSION_STATE
+from workers.runtime.config import Settings
+from workers.runtime.kafka import create_topics
 
 pytestmark = pytest.mark.integration
 

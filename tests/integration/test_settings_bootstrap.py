@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from suspensions.config import Settings
-from suspensions.kafka import create_topics
 from suspensions.local.broker import LocalBroker
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, send, uid
 from topics import CUSTOMER_SIGNUPS, DEADLETTER, SETTINGS_PLANS, SETTINGS_SIGNUP, SUSPENSION_COMMANDS
+from workers.runtime.config import Settings
+from workers.runtime.kafka import create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models import SuspensionCommand, decode
-from suspensions.config import Settings
 from tests.integration import builders
 from tests.support import uid, wait_until
+from workers.runtime.config import Settings
 from workers.state.transitions import CustomerState, plan_batch
 
 

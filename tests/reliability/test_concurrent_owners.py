@@ -10,12 +10,12 @@ import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from suspensions.config import Settings
-from suspensions.db import repository
-from suspensions.metrics import Metrics
+from suspensions import queries
 from tests.integration import builders
 from tests.support import uid, wait_until
 from topics import SUSPENSION_COMMANDS
+from workers.runtime.config import Settings
+from workers.runtime.metrics import Metrics
 from workers.state.handler import StateHandler
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ async def test_a_second_owner_waiting_on_the_lock_applies_nothing_again(settings
     first = await asyncpg.connect(settings.database_url)
     second = await asyncpg.connect(settings.database_url)
     try:
-        handler = StateHandler(Metrics())
+        handler = StateHandler("state", Metrics())
         async with first.transaction():  # the customer is known: there is a row to lock
             await handler.handle(first, as_records([builders.command(customer, space, reason="signup")]))
         batch = as_records([builders.command(customer, space, reason="plan"),
@@ -60,7 +60,7 @@ async def test_a_second_owner_waiting_on_the_lock_applies_nothing_again(settings
         await first_tx.commit()
         await asyncio.wait_for(racing, 10)
 
-        state = await repository.customer_state(first, customer)
+        state = await queries.customer_state(first, customer)
         assert state is not None and not state.suspended and state.version == 3  # suspend, plan, lift
         history = await first.fetch("SELECT command_id FROM command_history WHERE customer_id = $1", customer)
         assert len(history) == 3  # nothing applied twice, not even as a no-op

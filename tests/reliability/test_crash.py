@@ -9,7 +9,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from suspensions.config import Settings
 from tests.integration import builders
 from tests.reliability.harness import (
     assert_state_matches_oracle,
@@ -21,6 +20,7 @@ from tests.reliability.harness import (
 )
 from tests.support import WorkerProcess, uid
 from topics import CUSTOMER_SIGNUPS, INVOICE_JOBS, SETTINGS_SIGNUP, SUSPENSION_COMMANDS
+from workers.runtime.config import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,8 +35,7 @@ async def kill_midway_and_restart(settings: Settings, worker: str, load, progres
         await first.wait_ready()
         producing = asyncio.create_task(load)
         await wait_for_count(settings.database_url, progress_sql, 4_000, 120, f"the {worker} worker well under way")
-        first.process.kill()  # type: ignore[union-attr]
-        first.process.wait()  # type: ignore[union-attr]
+        first.kill()
         await producing
     finally:
         first.stop()

@@ -7,10 +7,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from suspensions.config import Settings
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, send, uid
 from topics import CUSTOMER_SIGNUPS, DEADLETTER, INVOICE_JOBS, SUSPENSION_COMMANDS, SUSPENSION_STATE
+from workers.runtime.config import Settings
 
 pytestmark = pytest.mark.integration
 

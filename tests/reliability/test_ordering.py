@@ -8,10 +8,10 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from suspensions.config import Settings
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, publish_setting, run_cli, send, uid, wait_until
 from topics import CUSTOMER_PLAN_CHANGES, SETTINGS_PLANS, SUSPENSION_COMMANDS, SUSPENSION_STATE
+from workers.runtime.config import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from suspensions.config import Settings
-from suspensions.kafka import create_topics
 from suspensions.local.broker import LocalBroker
 from suspensions.local.ports import port_open
 from suspensions.local.postgres import LocalPostgres
@@ -28,6 +26,8 @@ from tests.reliability.harness import (
 )
 from tests.support import WorkerProcess, uid, wait_until
 from topics import INVOICE_JOBS, SUSPENSION_COMMANDS
+from workers.runtime.config import Settings
+from workers.runtime.kafka import create_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,6 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from suspensions.config import Settings
 from tests.integration import builders
 from tests.reliability.harness import (
     assert_state_matches_oracle,
@@ -21,6 +20,7 @@ from tests.reliability.harness import (
 )
 from tests.support import WorkerProcess, publish_setting, uid
 from topics import CUSTOMER_SIGNUPS, INVOICE_JOBS, SETTINGS_SIGNUP, SUSPENSION_COMMANDS
+from workers.runtime.config import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

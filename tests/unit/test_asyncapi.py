@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from suspensions.contract import asyncapi_document
 from topics import ALL_TOPICS
-from topics.asyncapi import asyncapi_document
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 

@@ -8,8 +8,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from suspensions.config import Settings
-from suspensions.runner import WORKER_NAMES
+from workers.registry import WORKER_NAMES
+from workers.runtime.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

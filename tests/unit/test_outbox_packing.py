@@ -5,20 +5,21 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from suspensions.db.repository import OutboxRecord, pack_records, unpack_records
+from workers.runtime.outbox import pack_records, unpack_records
+from workers.runtime.publishing import OutgoingRecord
 
 records = st.builds(
-    OutboxRecord,
+    OutgoingRecord,
     topic=st.text(min_size=1, max_size=60),
     key=st.none() | st.binary(max_size=300),
     value=st.binary(max_size=3000),
-    record_id=st.text(max_size=300),
+    record_id=st.none() | st.text(min_size=1, max_size=300),
     source_partition=st.just(2),
 )
 
 
 @given(st.lists(records, max_size=30))
-def test_packed_records_round_trip_in_order(batch: list[OutboxRecord]) -> None:
+def test_packed_records_round_trip_in_order(batch: list[OutgoingRecord]) -> None:
     assert unpack_records(pack_records(batch), 2) == batch
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from models import InvoiceJob
-from workers.state.transitions import CustomerState
+from models import CustomerState, InvoiceJob
 
 
 class Decision(StrEnum):

@@ -14,26 +14,25 @@ import asyncpg
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from models import InvoiceJob
-from suspensions.db import repository
-from suspensions.db.repository import DecisionRow, OutboxRecord
-from suspensions.metrics import Metrics
-from topics import INVOICE_JOBS, INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED
+from models import InvoiceJob, utc_iso
+from topics import INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED
 from workers.billing.decisions import Decision, decide
-from workers.deadletters import dead_letter_record, decode_customer_records
+from workers.runtime.db import repository
+from workers.runtime.db.repository import DecisionRow
+from workers.runtime.deadletters import dead_letter, decode_customer_records
+from workers.runtime.metrics import Metrics
+from workers.runtime.publishing import OutgoingRecord
 
 
 class BillingHandler:
-    worker = "billing"
-    source_topic = INVOICE_JOBS.name
-
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, worker: str, metrics: Metrics) -> None:
+        self.worker = worker
         self.metrics = metrics
 
-    async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutboxRecord]:
+    async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
         now = datetime.now(UTC)
         decoded, dead = decode_customer_records(records, InvoiceJob, self.worker, self.metrics)
-        out: list[OutboxRecord] = [letter for position in sorted(dead) for letter in dead[position]]
+        out: list[OutgoingRecord] = [letter for position in sorted(dead) for letter in dead[position]]
         jobs = [(records[position], job) for position, job in decoded]
         if not jobs:
             return out
@@ -48,7 +47,7 @@ class BillingHandler:
             if verdict.decision is Decision.DUPLICATE:
                 continue
             if verdict.decision is Decision.REJECTED:
-                out.append(dead_letter_record(record, verdict.error or "rejected", self.worker, self.metrics))
+                out.append(dead_letter(record, verdict.error or "rejected", self.worker, self.metrics))
                 continue
             decided.add(job.job_id)
             job_text = record.value.decode("utf-8")
@@ -63,10 +62,10 @@ class BillingHandler:
                 payload["rebilled"] = False
                 topic = INVOICE_JOBS_ACCEPTED.name
             else:
-                payload["dropped_at"] = now.isoformat().replace("+00:00", "Z")
+                payload["dropped_at"] = utc_iso(now)
                 payload["suspension_version"] = verdict.suspension_version
                 topic = INVOICE_JOBS_DROPPED.name
-            out.append(OutboxRecord(topic=topic, key=record.key, value=orjson.dumps(payload),
+            out.append(OutgoingRecord(topic=topic, key=record.key, value=orjson.dumps(payload),
                                     record_id=job.job_id, source_partition=record.partition))
         await repository.insert_decisions(conn, rows)
         for decision, count in counts.items():

@@ -11,25 +11,24 @@ import asyncpg
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from models import Action, MissedInvoices, SuspensionCommand
-from suspensions.db import repository
-from suspensions.db.repository import HistoryRow, OutboxRecord
-from suspensions.metrics import Metrics
-from topics import INVOICE_JOBS_ACCEPTED, SUSPENSION_COMMANDS, SUSPENSION_STATE
-from workers.deadletters import dead_letter_record, decode_customer_records
-from workers.state.transitions import Applied, CustomerState, Outcome, plan_batch
+from models import Action, CustomerState, MissedInvoices, SuspensionCommand, encode_state
+from topics import INVOICE_JOBS_ACCEPTED, SUSPENSION_STATE
+from workers.runtime.db import repository
+from workers.runtime.db.repository import HistoryRow
+from workers.runtime.deadletters import dead_letter, decode_customer_records
+from workers.runtime.metrics import Metrics
+from workers.runtime.publishing import OutgoingRecord
+from workers.state.transitions import Applied, Outcome, plan_batch
 
 log = logging.getLogger(__name__)
 
 
 class StateHandler:
-    worker = "state"
-    source_topic = SUSPENSION_COMMANDS.name
-
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, worker: str, metrics: Metrics) -> None:
+        self.worker = worker
         self.metrics = metrics
 
-    async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutboxRecord]:
+    async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
         now = datetime.now(UTC)
         commands, outputs = decode_customer_records(records, SuspensionCommand, self.worker, self.metrics)
 
@@ -50,13 +49,13 @@ class StateHandler:
             outcomes.append((command.command_id, transition.outcome))
             if transition.outcome is Outcome.REJECTED:
                 outputs[applied.position] = [
-                    dead_letter_record(record, transition.error or "rejected", self.worker, self.metrics)]
+                    dead_letter(record, transition.error or "rejected", self.worker, self.metrics)]
                 continue
             history.append(history_row(command, transition.outcome, transition.state, record, now))
             if transition.outcome is Outcome.CHANGED:
                 state = transition.state
                 assert state is not None
-                outputs[applied.position] = [OutboxRecord(
+                outputs[applied.position] = [OutgoingRecord(
                     topic=SUSPENSION_STATE.name, key=record.key, value=encode_state(state),
                     record_id=f"{state.customer_id}:{state.version}", source_partition=record.partition,
                     event_time=command.issued_at.timestamp(),
@@ -114,24 +113,8 @@ def history_row(command: SuspensionCommand, outcome: Outcome, state: CustomerSta
     )
 
 
-def encode_state(state: CustomerState) -> bytes:
-    """The `suspension.state` record, as `SuspensionState` would encode it, without building the model
-    per record on the hot path (tests hold the two encodings equal)."""
-    return orjson.dumps({
-        "space_id": state.space_id,
-        "customer_id": state.customer_id,
-        "suspended": state.suspended,
-        "reasons": state.reasons,  # StrEnum members encode as their values
-        "suspended_at": state.suspended_at,
-        "lifted_at": state.lifted_at,
-        "version": state.version,
-        "updated_at": state.updated_at,
-        "last_command_id": state.last_command_id,
-    }, option=orjson.OPT_UTC_Z)
-
-
-def rebilled_record(job_text: str, record: ConsumerRecord) -> OutboxRecord:
+def rebilled_record(job_text: str, record: ConsumerRecord) -> OutgoingRecord:
     job = orjson.loads(job_text)
     job["rebilled"] = True
-    return OutboxRecord(topic=INVOICE_JOBS_ACCEPTED.name, key=record.key, value=orjson.dumps(job),
+    return OutgoingRecord(topic=INVOICE_JOBS_ACCEPTED.name, key=record.key, value=orjson.dumps(job),
                         record_id=f"{job['job_id']}:rebilled", source_partition=record.partition)

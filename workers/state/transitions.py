@@ -12,33 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from models import Action, MissedInvoices, Reason, SuspensionCommand, SuspensionState
-
-
-@dataclass(slots=True)
-class CustomerState:
-    customer_id: str
-    space_id: str
-    suspended: bool
-    reasons: tuple[Reason, ...]
-    suspended_at: datetime | None
-    lifted_at: datetime | None
-    version: int
-    updated_at: datetime
-    last_command_id: str
-
-    def to_record(self) -> SuspensionState:
-        return SuspensionState(
-            space_id=self.space_id,
-            customer_id=self.customer_id,
-            suspended=self.suspended,
-            reasons=list(self.reasons),
-            suspended_at=self.suspended_at,
-            lifted_at=self.lifted_at,
-            version=self.version,
-            updated_at=self.updated_at,
-            last_command_id=self.last_command_id,
-        )
+from models import Action, CustomerState, MissedInvoices, SuspensionCommand
 
 
 class Outcome(StrEnum):
@@ -138,10 +112,6 @@ class Applied:
 class BatchPlan:
     applied: list[Applied] = field(default_factory=list)
     final_states: dict[str, CustomerState] = field(default_factory=dict)
-
-    @property
-    def changed_states(self) -> list[CustomerState]:
-        return [a.transition.state for a in self.applied if a.transition.outcome is Outcome.CHANGED]  # type: ignore[misc]
 
 
 def plan_batch(

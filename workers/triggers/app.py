@@ -9,30 +9,23 @@ are awaited until the broker acknowledges them before the events are acked
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
 import faust
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from models import (
-    CrmOpportunityEvent,
-    CustomerSignup,
-    DeadLetter,
-    DecodeError,
-    PlanChange,
-    SuspensionCommand,
-    decode,
-    encode,
-)
+from models import CrmOpportunityEvent, CustomerSignup, DecodeError, PlanChange, SuspensionCommand, decode
 from models.events import CustomerEvent
-from suspensions.config import Settings
-from suspensions.metrics import Metrics
-from suspensions.publish import Outgoing, publish_all
-from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS, DEADLETTER, SUSPENSION_COMMANDS
-from workers.deadletters import check_customer_key
+from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS
+from workers.runtime.config import Settings
+from workers.runtime.context import WorkerContext
+from workers.runtime.deadletters import check_customer_key, dead_letter
+from workers.runtime.publishing import OutgoingRecord, command_record, publish_all
 from workers.triggers.rules import (
     SettingsSnapshot,
     commands_for_opportunity,
@@ -43,13 +36,27 @@ from workers.triggers.settings_table import SettingsTable
 from workers.triggers.transport import app_class
 
 log = logging.getLogger(__name__)
-WORKER = "triggers"
 TAKE_WITHIN_S = 0.005
+HEARTBEAT_S = 1.0
 
-EVENT_RULES = {
-    CUSTOMER_SIGNUPS.name: (CustomerSignup, commands_for_signup),
-    CUSTOMER_PLAN_CHANGES.name: (PlanChange, commands_for_plan_change),
-    CRM_OPPORTUNITIES.name: (CrmOpportunityEvent, commands_for_opportunity),
+Event = TypeVar("Event", bound=CustomerEvent)
+RecordRule = Callable[[bytes | None, bytes | None, SettingsSnapshot], list[SuspensionCommand]]
+
+
+def _record_rule(model: type[Event], rule: Callable[[Event, SettingsSnapshot], list[SuspensionCommand]]) -> RecordRule:
+    """Decode one record of the event's topic, check its key, and apply the rule."""
+    def apply(key: bytes | None, value: bytes | None, settings: SettingsSnapshot) -> list[SuspensionCommand]:
+        event = decode(model, value)
+        check_customer_key(key, event.customer_id)
+        return rule(event, settings)
+
+    return apply
+
+
+EVENT_RULES: dict[str, RecordRule] = {
+    CUSTOMER_SIGNUPS.name: _record_rule(CustomerSignup, commands_for_signup),
+    CUSTOMER_PLAN_CHANGES.name: _record_rule(PlanChange, commands_for_plan_change),
+    CRM_OPPORTUNITIES.name: _record_rule(CrmOpportunityEvent, commands_for_opportunity),
 }
 
 
@@ -57,12 +64,7 @@ def commands_for_record(
     topic: str, key: bytes | None, value: bytes | None, settings: SettingsSnapshot
 ) -> list[SuspensionCommand]:
     """Decode one event and apply its rule; raises DecodeError for bad input."""
-    model, rule = EVENT_RULES[topic]
-    event: CustomerEvent = decode(model, value)
-    key_error = check_customer_key(key, event.customer_id)
-    if key_error:
-        raise DecodeError(key_error)
-    return rule(event, settings)  # type: ignore[arg-type]
+    return EVENT_RULES[topic](key, value, settings)
 
 
 def faust_app(settings: Settings, group_id: str) -> faust.App:
@@ -86,72 +88,92 @@ def faust_app(settings: Settings, group_id: str) -> faust.App:
     )
 
 
-def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
+def raw_topic(app: faust.App, *names: str) -> faust.TopicT[Any, Any]:
     """Values read as bytes: decoding is ours, so bad input reaches the dead letter topic."""
     return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-def take_batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Sequence[faust.EventT]]:
+def take_batches(stream: faust.StreamT[Any], settings: Settings) -> AsyncIterator[Sequence[faust.EventT[Any]]]:
     """Events in batches: up to ``batch_max_records``, or what arrived within 5 ms."""
     return stream.take_events(settings.batch_max_records, within=TAKE_WITHIN_S)
 
 
-def build_app(settings: Settings, metrics: Metrics, producer: AIOKafkaProducer) -> faust.App:
-    """The faust app: consumes the event topics; emits with the given (started) aiokafka producer.
+def build_app(context: WorkerContext) -> faust.App:
+    """The faust app: consumes the event topics; emits with the process's (started) aiokafka producer.
 
     faust's own producer buffers sends behind a flush loop, which capped a live stream near
     a few hundred events per second on this machine; a plain producer, awaited per batch, does not.
     """
-    app = faust_app(settings, settings.triggers_group)
-    events_topic = raw_topic(app, CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name)
-
-    def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                    error: str) -> Outgoing:
-        letter = DeadLetter.for_record(topic=topic, partition=partition, offset=offset, key=key,
-                                       value=value, error=error, worker=WORKER)
-        log.warning("dead letter", extra={"worker": WORKER, "topic": topic, "partition": partition,
-                                          "offset": offset, "error": error})
-        metrics.dead_letters.labels(topic=topic).inc()
-        return Outgoing(DEADLETTER.name, key, encode(letter))
+    settings, metrics, producer, name = context.settings, context.metrics, context.producer, context.name
+    app = faust_app(settings, context.group)
+    events_topic = raw_topic(app, *EVENT_RULES)
 
     async def reject_setting(record: ConsumerRecord, error: str) -> None:
-        await publish_all(producer, [dead_letter(record.topic, record.partition, record.offset, record.key,
-                                                 record.value, error)])
+        await publish_all(producer, [dead_letter(record, error, name, metrics)])
 
     settings_table = SettingsTable(settings, reject_setting, metrics)
-    app.settings_table = settings_table  # type: ignore[attr-defined]
 
     @app.task
     async def follow_settings() -> None:
         await settings_table.run()
 
     @app.agent(events_topic)
-    async def triggers(stream: faust.StreamT) -> None:
+    async def triggers(stream: faust.StreamT[Any]) -> None:
         await settings_table.ready.wait()
         async for events in take_batches(stream, settings):
             await handle_events(events)
 
-    async def handle_events(events: Sequence[faust.EventT]) -> None:
-        outgoing: list[Outgoing] = []
+    async def handle_events(events: Sequence[faust.EventT[Any]]) -> None:
+        outgoing: list[OutgoingRecord] = []
         emitted: Counter[str] = Counter()
         for topic, count in Counter(event.message.topic for event in events).items():
-            metrics.records_consumed.labels(worker=WORKER, topic=topic).inc(count)
+            metrics.records_consumed.labels(worker=name, topic=topic).inc(count)
         for event in events:
             message = event.message
             try:
-                commands = commands_for_record(message.topic, message.key, message.value,
-                                               settings_table.snapshot)
+                commands = commands_for_record(message.topic, message.key, message.value, settings_table.snapshot)
             except DecodeError as error:
-                outgoing.append(dead_letter(message.topic, message.partition, message.offset,
-                                            message.key, message.value, str(error)))
+                outgoing.append(dead_letter(message, str(error), name, metrics))
                 continue
             for command in commands:
                 emitted[command.reason.value] += 1
-                outgoing.append(Outgoing(SUSPENSION_COMMANDS.name, command.customer_id.encode(), encode(command),
-                                         (("command_id", command.command_id.encode()),)))
+                outgoing.append(command_record(command, message.partition))
         # Acknowledged by the broker before the events are acked and their offsets committed.
         await publish_all(producer, outgoing)
         for reason, count in emitted.items():
             metrics.commands_emitted.labels(reason=reason).inc(count)
 
     return app
+
+
+class TriggersWorker:
+    """The faust app as a worker of the runner: started, kept alive in ``health``, stopped."""
+
+    def __init__(self, context: WorkerContext) -> None:
+        self._context = context
+
+    async def run(self, stop: asyncio.Event) -> None:
+        health, name = self._context.health, self._context.name
+        app = build_app(self._context)
+
+        @app.on_partitions_assigned.connect
+        async def _assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+            health.assigned(len(assigned))
+            log.info("partitions assigned", extra={"worker": name, "partitions": len(assigned)})
+
+        @app.on_partitions_revoked.connect
+        async def _revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+            health.revoked()
+            log.info("partitions revoked", extra={"worker": name, "partitions": len(revoked)})
+
+        app.finalize()
+        await app.start()
+        log.info("worker started", extra={"worker": name, "group": self._context.group})
+        try:
+            while not stop.is_set():
+                health.beat()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+        finally:
+            await app.stop()
+            log.info("worker stopped", extra={"worker": name})

@@ -19,10 +19,10 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from models import ContractModel, CrmStageSetting, DecodeError, PlanSetting, SignupSetting, decode
-from suspensions.config import Settings
-from suspensions.kafka import make_consumer
-from suspensions.metrics import Metrics
 from topics import SETTINGS_CRM_STAGES, SETTINGS_PLANS, SETTINGS_SIGNUP, SETTINGS_TOPICS
+from workers.runtime.config import Settings
+from workers.runtime.kafka import make_consumer
+from workers.runtime.metrics import Metrics
 from workers.triggers.rules import SettingsSnapshot
 
 log = logging.getLogger(__name__)

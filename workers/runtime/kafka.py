@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
@@ -10,8 +12,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from suspensions.config import Settings
 from topics import ALL_TOPICS, TopicSpec
+from workers.runtime.config import Settings
+from workers.runtime.retry import retry
+
+log = logging.getLogger(__name__)
 
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
@@ -20,6 +25,45 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
 
 def make_consumer(settings: Settings, group_id: str | None, *topics: str, **overrides: object) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(*topics, **{**settings.consumer_options(group_id), **overrides})
+
+
+def make_admin(settings: Settings, **overrides: object) -> AIOKafkaAdminClient:
+    options: dict[str, object] = {"bootstrap_servers": settings.kafka_bootstrap_servers,
+                                  "request_timeout_ms": settings.kafka_request_timeout_ms}
+    return AIOKafkaAdminClient(**{**options, **overrides})
+
+
+def _log_unreachable(error: BaseException, delay: float) -> None:
+    log.warning("broker unreachable, retrying", extra={"error": repr(error), "backoff_s": delay})
+
+
+async def start_producer(settings: Settings, stop: asyncio.Event | None = None) -> AIOKafkaProducer:
+    """A started producer, waiting for the broker with backoff at start-up."""
+    async def start() -> AIOKafkaProducer:
+        client = make_producer(settings)
+        try:
+            await client.start()
+        except KafkaError:
+            await client.stop()
+            raise
+        return client
+
+    client, _ = await retry(start, (KafkaError,), settings.backoff, _log_unreachable, stop)
+    return client
+
+
+async def broker_answers(settings: Settings) -> bool:
+    """A fresh connection each time: a broker that went away fails fast instead of hanging in retries."""
+    admin = make_admin(settings, request_timeout_ms=3_000)
+    try:
+        await asyncio.wait_for(admin.start(), 3)
+        await asyncio.wait_for(admin.list_topics(), 3)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means not reachable
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 @asynccontextmanager
@@ -38,10 +82,7 @@ async def create_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOP
     Safe to run again. Topics are created explicitly because auto-created topics
     get the broker's defaults (and no compaction).
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        request_timeout_ms=settings.kafka_request_timeout_ms,
-    )
+    admin = make_admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -1,11 +1,13 @@
-"""The contract as an AsyncAPI 3.0 document, generated from the catalogue and the models."""
+"""The contract as an AsyncAPI 3.0 document, generated from the catalogue, the models and the
+worker registry (which worker reads and writes each topic)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from suspensions import __version__
-from topics.catalogue import ALL_TOPICS, TopicSpec
+from topics import ALL_TOPICS, TopicSpec
+from workers.registry import WORKERS
 
 DIRECTION_ACTION = {"inbound": "receive", "internal": "receive", "outbound": "send"}
 
@@ -20,6 +22,8 @@ def asyncapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for spec in ALL_TOPICS:
+        readers = [worker.name for worker in WORKERS if spec in worker.reads or spec in worker.follows]
+        writers = [worker.name for worker in WORKERS if spec in worker.writes]
         channel_id = spec.name.replace(".", "_").replace("-", "_")
         message = _message_name(spec)
         schema = spec.value_model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -30,7 +34,7 @@ def asyncapi_document() -> dict[str, Any]:
             "name": message,
             "contentType": "application/json",
             "payload": {"$ref": f"#/components/schemas/{message}"},
-            "headers": {"type": "object", "description": "command_id or record_id where the service publishes"},
+            "headers": {"type": "object", "description": f"{spec.id_header} where the service publishes"},
         }
         channels[channel_id] = {
             "address": spec.name,
@@ -42,6 +46,9 @@ def asyncapi_document() -> dict[str, Any]:
             "action": DIRECTION_ACTION[spec.direction],
             "channel": {"$ref": f"#/channels/{channel_id}"},
             "summary": f"{spec.direction} topic {spec.name}",
+            "description": "; ".join(
+                [f"read by the {name} worker" for name in readers] + [f"written by the {name} worker" for name in writers]
+            ) or "not read or written by any worker",
         }
     return {
         "asyncapi": "3.0.0",

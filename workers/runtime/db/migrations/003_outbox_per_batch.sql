@@ -1,5 +1,5 @@
 -- The outbox holds one row per applied batch and source partition, its records
--- packed in order (see suspensions/db/repository.py: pack_records): one insert
+-- packed in order (see workers/runtime/outbox.py: pack_records): one insert
 -- and one delete per batch instead of per record.
 ALTER TABLE outbox RENAME TO outbox_per_record;
 ALTER INDEX outbox_by_source RENAME TO outbox_per_record_by_source;

@@ -7,8 +7,12 @@ timeouts); ``docker-compose.yml`` sets the production values for Apache Kafka.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.runtime.retry import Backoff
 
 
 class Settings(BaseSettings):
@@ -63,6 +67,15 @@ class Settings(BaseSettings):
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
 
+    @property
+    def database_location(self) -> str:
+        """The database URL without its password, for messages and logs."""
+        return redact_url(self.database_url)
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.retry_initial_backoff_s, self.retry_max_backoff_s)
+
     def producer_options(self) -> dict[str, object]:
         return {
             "bootstrap_servers": self.kafka_bootstrap_servers,
@@ -88,3 +101,11 @@ class Settings(BaseSettings):
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
             "fetch_max_bytes": 16 * 1024 * 1024,
         }
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -10,7 +10,7 @@ MIGRATION_LOCK_ID = 0x5005_9E55
 
 
 def migration_files() -> list[tuple[str, str]]:
-    folder = files("suspensions.db") / "migrations"
+    folder = files("workers.runtime.db") / "migrations"
     names = sorted(item.name for item in folder.iterdir() if item.name.endswith(".sql"))
     return [(name.removesuffix(".sql"), (folder / name).read_text()) for name in names]
 

@@ -7,8 +7,8 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from suspensions.health import WorkerHealth
-from suspensions.metrics import Metrics
+from workers.runtime.health import WorkerHealth
+from workers.runtime.metrics import Metrics
 
 LOOP_STALE_AFTER_S = 30.0
 

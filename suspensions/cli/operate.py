@@ -1,0 +1,187 @@
+"""Operator actions: suspend and lift one customer, or many from a CSV file.
+
+The CLI is one more upstream: it publishes commands and never writes suspension state itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from models import Action, MissedInvoices, SuspensionCommand
+from suspensions import operators, queries
+from suspensions.cli.common import (
+    JsonFlag,
+    console,
+    database,
+    errors,
+    fail,
+    print_json,
+    print_state,
+    settings,
+    state_dict,
+)
+from workers.runtime.kafka import producer
+
+Space = Annotated[str, typer.Option("--space", help="The customer's space (tenant).")]
+ActorOption = Annotated[str, typer.Option("--actor", help="Who acts: admin:<id>.")]
+Note = Annotated[str | None, typer.Option("--note", help="Why, for the audit trail.")]
+Wait = Annotated[bool, typer.Option("--wait", help="Wait until the state worker applied it.")]
+Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")]
+MissedOption = Annotated[MissedInvoices, typer.Option("--missed-invoices",
+                                                      help="Bill or waive the jobs dropped meanwhile.")]
+
+bulk_app = typer.Typer(help="Suspend or lift many customers from a CSV file.", no_args_is_help=True)
+
+
+def _send_one(action: Action, customer: str, space: str, actor: str, note: str | None,
+              missed: MissedInvoices | None, wait: bool, timeout: float, as_json: bool) -> None:
+    config = settings()
+    try:
+        command = operators.manual_command(action, customer, space, actor, note, missed)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        fail(f"invalid command: {first['msg']} ({first['loc']})", 2)
+
+    async def main() -> int:
+        async with producer(config) as kafka:
+            await operators.publish(kafka, [command])
+        if not wait:
+            if as_json:
+                print_json({"command_id": command.command_id, "published": True})
+            else:
+                console.print(f"published {action.value} for {customer} (command {command.command_id})")
+            return 0
+        async with database(config) as conn:
+            outcome = await operators.wait_for_command(conn, command.command_id, timeout)
+            state = await queries.customer_state(conn, customer)
+        if outcome is None:
+            fail(f"command {command.command_id} was published but not applied within {timeout}s "
+                 "(is the state worker running?)", 3)
+        return _report(command, outcome, state_dict(state) if state is not None and state.space_id == space else None,
+                       as_json)
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+def _report(command: SuspensionCommand, outcome: str, state: dict[str, object] | None, as_json: bool) -> int:
+    if as_json:
+        print_json({"command_id": command.command_id, "published": True, "outcome": outcome, "state": state})
+    else:
+        console.print(f"{command.action.value} {command.customer_id}: {outcome}"
+                      + (" (rejected: see the deadletter topic)" if outcome == "rejected" else ""))
+        if state:
+            print_state(state)
+    return 4 if outcome == "rejected" else 0
+
+
+def suspend(customer: str, space: Space, actor: ActorOption, note: Note = None, wait: Wait = False,
+            timeout: Timeout = 30.0, as_json: JsonFlag = False) -> None:
+    """Suspend one customer by hand (reason `manual`)."""
+    _send_one(Action.SUSPEND, customer, space, actor, note, None, wait, timeout, as_json)
+
+
+def lift(customer: str, space: Space, actor: ActorOption, missed_invoices: MissedOption = MissedInvoices.BILL,
+         note: Note = None, wait: Wait = False, timeout: Timeout = 30.0, as_json: JsonFlag = False) -> None:
+    """Lift a customer's suspension, whatever its reasons."""
+    _send_one(Action.LIFT, customer, space, actor, note, missed_invoices, wait, timeout, as_json)
+
+
+def _bulk(action: Action, file: Path, actor: str, missed: MissedInvoices | None, wait: bool,
+          timeout: float, as_json: bool, batch_size: int) -> None:
+    config = settings()
+    try:
+        operators.manual_command(action, "probe", "probe", actor)
+    except ValidationError:
+        fail(f"invalid --actor {actor!r}: expected admin:<id>", 2)
+    if not file.is_file():
+        fail(f"no such file: {file}", 2)
+
+    async def main() -> int:
+        summary = operators.BulkSummary()
+        command_ids: list[str] = []
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                            TimeRemainingColumn(), console=errors, disable=as_json or not errors.is_terminal)
+        async with producer(config) as kafka:
+            with progress, file.open(newline="", encoding="utf-8") as handle:
+                task = progress.add_task(f"publishing {action.value} commands", total=file.stat().st_size)
+                lines = operators.CountingLines(handle)
+                batch: list[SuspensionCommand] = []
+                for item in operators.read_bulk_lines(lines):
+                    if isinstance(item, operators.MalformedLine):
+                        summary.malformed.append(item)
+                        continue
+                    batch.append(operators.bulk_command(action, item, actor, missed))
+                    if len(batch) >= batch_size:
+                        await operators.publish(kafka, batch)
+                        command_ids.extend(c.command_id for c in batch)
+                        batch = []
+                        progress.update(task, completed=lines.bytes_read)
+                if batch:
+                    await operators.publish(kafka, batch)
+                    command_ids.extend(c.command_id for c in batch)
+                progress.update(task, completed=file.stat().st_size)
+        summary.sent = len(command_ids)
+        if wait and command_ids:
+            async with database(config) as conn:
+                outcomes = await operators.wait_for_outcomes(conn, command_ids, timeout)
+            operators.count_outcomes(summary, outcomes, command_ids)
+        else:
+            summary.unconfirmed = len(command_ids)
+        _print_summary(action, file, summary, as_json)
+        if summary.malformed or summary.rejected or (wait and summary.unconfirmed):
+            return 1
+        return 0
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+def _print_summary(action: Action, file: Path, summary: operators.BulkSummary, as_json: bool) -> None:
+    if as_json:
+        print_json(summary.as_dict())
+        return
+    table = Table(title=f"bulk {action.value}: {file}")
+    for column in ("sent", "applied", "no-op", "rejected", "unconfirmed", "malformed"):
+        table.add_column(column, justify="right")
+    table.add_row(str(summary.sent), str(summary.applied), str(summary.noop), str(summary.rejected),
+                  str(summary.unconfirmed), str(len(summary.malformed)))
+    console.print(table)
+    for bad in summary.malformed:
+        console.print(f"[yellow]line {bad.line_number}[/yellow]: {bad.error} (not sent)")
+    if summary.rejected:
+        console.print("rejected commands are on the deadletter topic with their reason")
+
+
+File = Annotated[Path, typer.Option("--file", help="CSV: customer_id,space_id[,note]")]
+BulkActor = Annotated[str, typer.Option("--actor", help="Who acts: admin:<id>.")]
+BulkWait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the outcome of every line.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Commands per published batch.")]
+
+
+@bulk_app.command("suspend")
+def bulk_suspend(file: File, actor: BulkActor = "admin:bulk", wait: BulkWait = True,
+                 timeout: Timeout = 300.0, as_json: JsonFlag = False, batch_size: BatchSize = 1000) -> None:
+    """Suspend every customer listed in the file."""
+    _bulk(Action.SUSPEND, file, actor, None, wait, timeout, as_json, batch_size)
+
+
+@bulk_app.command("lift")
+def bulk_lift(
+    file: File, actor: BulkActor = "admin:bulk",
+    missed_invoices: Annotated[MissedInvoices, typer.Option("--missed-invoices")] = MissedInvoices.BILL,
+    wait: BulkWait = True, timeout: Timeout = 300.0, as_json: JsonFlag = False, batch_size: BatchSize = 1000,
+) -> None:
+    """Lift the suspension of every customer listed in the file."""
+    _bulk(Action.LIFT, file, actor, missed_invoices, wait, timeout, as_json, batch_size)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("suspend")(suspend)
+    app.command("lift")(lift)
+    app.add_typer(bulk_app, name="bulk")

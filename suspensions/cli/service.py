@@ -1,0 +1,86 @@
+"""Setting up and running the service: topics, schema, contract, workers, the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from suspensions.cli.common import console, fail, settings
+from workers.registry import WORKER_NAMES
+from workers.runtime.logs import configure_logging
+
+topics_app = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=True)
+db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
+contract_app = typer.Typer(help="The published wire contract.", no_args_is_help=True)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic of the contract that does not exist yet (safe to run again)."""
+    from workers.runtime.kafka import create_topics
+
+    created = asyncio.run(create_topics(settings()))
+    console.print(f"created {len(created)} topic(s): {', '.join(created) or 'none (all existed)'}")
+
+
+@contract_app.command("asyncapi")
+def contract_asyncapi() -> None:
+    """Print the contract as an AsyncAPI 3.0 document (JSON); docs/asyncapi.json is this output."""
+    from suspensions.contract import asyncapi_document
+
+    sys.stdout.write(json.dumps(asyncapi_document(), indent=2) + "\n")
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the pending schema migrations (safe to run again)."""
+    from workers.runtime.db.migrate import migrate
+
+    applied = asyncio.run(migrate(settings().database_url))
+    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none (up to date)'}")
+
+
+def run(
+    workers: Annotated[list[str] | None, typer.Argument(help=f"{', '.join(WORKER_NAMES)} (default: all)")] = None,
+) -> None:
+    """Run the named workers until SIGINT/SIGTERM, then stop cleanly."""
+    from suspensions.runner import install_signal_handlers, run_workers
+
+    config = settings()
+    configure_logging(config.log_level, config.log_format)
+    names = workers or list(WORKER_NAMES)
+    unknown = sorted(set(names) - set(WORKER_NAMES))
+    if unknown:
+        fail(f"unknown worker(s) {', '.join(unknown)}; choose from {', '.join(WORKER_NAMES)}", 2)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await run_workers(config, names, stop)
+
+    asyncio.run(main())
+
+
+def dev(
+    demo: Annotated[bool, typer.Option("--demo", help="Publish a small scenario and narrate it.")] = False,
+    exit_when_done: Annotated[bool, typer.Option(help="Stop after the demo instead of waiting for Ctrl-C.")] = False,
+) -> None:
+    """Start a local broker and PostgreSQL (unless configured ones answer), migrate, create topics, run every worker."""
+    from suspensions.demo import run_dev
+
+    config = settings()
+    configure_logging("WARNING" if demo else config.log_level, "console")
+    code = asyncio.run(run_dev(config, demo=demo, exit_when_done=exit_when_done, console=console))
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(topics_app, name="topics")
+    app.add_typer(db_app, name="db")
+    app.add_typer(contract_app, name="contract")
+    app.command("run")(run)
+    app.command("dev")(dev)

@@ -1,1 +1,0 @@
-"""PostgreSQL at the edge: migrations, connections and the repository (all SQL lives here)."""

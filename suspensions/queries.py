@@ -1,0 +1,69 @@
+"""The operators' read queries: state, history, lists, invoice decisions, command outcomes.
+
+The CLI and the console call these; none of them writes. Every query that lists customers
+takes the space, so a caller scoped to a space sees nothing of another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from models import CustomerState
+from workers.runtime.db.repository import STATE_COLUMNS, state_from_row
+
+
+async def customer_state(conn: asyncpg.Connection, customer_id: str) -> CustomerState | None:
+    row = await conn.fetchrow(f"SELECT {STATE_COLUMNS} FROM customer_state WHERE customer_id = $1", customer_id)
+    return None if row is None else state_from_row(row)
+
+
+async def customer_history(conn: asyncpg.Connection, customer_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT command_id, space_id, action, reason, actor, note, cause_topic, cause_event_id, missed_invoices, "
+        "issued_at, applied_at, outcome, version_after FROM command_history WHERE customer_id = $1 ORDER BY id",
+        customer_id,
+    )
+
+
+async def space_states(
+    conn: asyncpg.Connection, space_id: str, *, suspended_only: bool, limit: int
+) -> list[CustomerState]:
+    rows = await conn.fetch(
+        f"SELECT {STATE_COLUMNS} FROM customer_state WHERE space_id = $1 AND ($2 = false OR suspended) "
+        "ORDER BY customer_id LIMIT $3",
+        space_id, suspended_only, limit,
+    )
+    return [state_from_row(row) for row in rows]
+
+
+async def invoice_decisions(
+    conn: asyncpg.Connection, *, space_id: str | None, customer_id: str | None, statuses: Sequence[str], limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT job_id, customer_id, space_id, contract_id, amount, currency, status, suspension_version, "
+        "decided_at, settled_at FROM invoice_decisions "
+        "WHERE status = ANY($1::text[]) AND ($2::text IS NULL OR space_id = $2) "
+        "AND ($3::text IS NULL OR customer_id = $3) ORDER BY decided_at, job_id LIMIT $4",
+        list(statuses), space_id, customer_id, limit,
+    )
+
+
+async def invoice_totals(
+    conn: asyncpg.Connection, *, space_id: str | None, customer_id: str | None, statuses: Sequence[str]
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT status, currency, count(*) AS jobs, sum(amount) AS total FROM invoice_decisions "
+        "WHERE status = ANY($1::text[]) AND ($2::text IS NULL OR space_id = $2) "
+        "AND ($3::text IS NULL OR customer_id = $3) GROUP BY status, currency ORDER BY status, currency",
+        list(statuses), space_id, customer_id,
+    )
+
+
+async def command_outcomes(conn: asyncpg.Connection, command_ids: Sequence[str]) -> dict[str, str]:
+    """Outcomes (changed / noop / rejected) of those of these commands the state worker processed."""
+    rows = await conn.fetch(
+        "SELECT command_id, outcome FROM processed_commands WHERE command_id = ANY($1::text[])", list(command_ids)
+    )
+    return {row["command_id"]: row["outcome"] for row in rows}

@@ -1,0 +1,1 @@
+"""PostgreSQL at the edge: the pool, migrations and the workers' repository."""

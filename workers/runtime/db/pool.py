@@ -1,0 +1,54 @@
+"""PostgreSQL connections: the workers' pool, and which errors are transient."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from workers.runtime.config import Settings
+from workers.runtime.retry import retry
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    # A connection left in a broken protocol state by an outage; the pool replaces it (see BatchWorker).
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The workers change no session state (no SET, LISTEN or advisory locks), so a connection goes
+    back to the pool as it is: asyncpg's default reset costs a round trip per batch. An open
+    transaction is still rolled back by the pool."""
+
+
+def _log_unreachable(error: BaseException, delay: float) -> None:
+    log.warning("PostgreSQL unreachable, retrying", extra={"error": repr(error), "backoff_s": delay})
+
+
+async def connect_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
+    """The pool of a worker process, waiting for PostgreSQL with backoff at start-up."""
+    pool, _ = await retry(
+        lambda: asyncpg.create_pool(settings.database_url, min_size=1, max_size=2 * settings.batch_max_in_flight + 2,
+                                    timeout=10, reset=_keep_session),
+        TRANSIENT_DB_ERRORS, settings.backoff, _log_unreachable, stop)
+    return pool
+
+
+async def database_answers(pool: asyncpg.Pool) -> bool:
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means not reachable
+        return False

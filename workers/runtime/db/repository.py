@@ -1,0 +1,199 @@
+"""The workers' SQL, behind small functions that take a connection.
+
+Batch statements take the batch's rows as one JSON parameter (``json_rows``), so a whole
+batch is one round trip. The outbox's SQL lives with the outbox (``workers/runtime/outbox.py``),
+the operators' read queries with the application (``suspensions/queries.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import orjson
+
+from models import STATE_FIELDS, CustomerState, Reason
+
+
+@dataclass(slots=True)
+class HistoryRow:
+    """One row of command_history (its fields name the columns)."""
+
+    command_id: str
+    customer_id: str
+    space_id: str
+    action: str
+    reason: str
+    actor: str
+    note: str | None
+    cause_topic: str | None
+    cause_event_id: str | None
+    missed_invoices: str | None
+    issued_at: datetime
+    applied_at: datetime
+    outcome: str
+    version_after: int
+    source_partition: int
+    source_offset: int
+
+
+@dataclass(slots=True)
+class DecisionRow:
+    job_id: str
+    customer_id: str
+    space_id: str
+    contract_id: str
+    amount: str
+    currency: str
+    status: str
+    suspension_version: int | None
+    job: str
+    decided_at: datetime
+
+
+def json_rows(rows: Sequence[object]) -> str:
+    """Rows (dataclasses or dicts) for ``json_to_recordset``: one text parameter per batch. asyncpg
+    encodes arrays element by element with Python-level checks; as JSON a batch upsert takes half
+    the time (bench/RESULTS.md)."""
+    return orjson.dumps(rows).decode()
+
+
+# PostgreSQL types of the Python types the row classes use (an Optional takes its inner type).
+_SQL_TYPES: dict[object, str] = {
+    str: "text", bool: "boolean", int: "bigint", datetime: "timestamptz", tuple[Reason, ...]: "text[]",
+    str | None: "text", datetime | None: "timestamptz", int | None: "bigint",
+}
+
+
+def recordset_columns(row_class: type, names: Sequence[str]) -> str:
+    """``name type, ...`` of a row class's fields, for ``json_to_recordset(...) AS t(...)``."""
+    hints = typing.get_type_hints(row_class)
+    return ", ".join(f"{name} {_SQL_TYPES[hints[name]]}" for name in names)
+
+
+STATE_COLUMNS = ", ".join(STATE_FIELDS)
+STATE_RECORDSET = recordset_columns(CustomerState, STATE_FIELDS)
+STATE_UPDATES = ", ".join(f"{name} = EXCLUDED.{name}" for name in STATE_FIELDS if name != "customer_id")
+
+
+_REASONS = {reason.value: reason for reason in Reason}  # a tenth of the cost of Reason(value)
+
+
+def state_from_row(row: asyncpg.Record) -> CustomerState:
+    """A row selected with ``STATE_COLUMNS``."""
+    values = dict(row.items())
+    values["reasons"] = tuple(_REASONS[reason] for reason in row["reasons"])
+    return CustomerState(**values)
+
+
+# --- state worker ---------------------------------------------------------------------------
+
+
+async def lock_states(conn: asyncpg.Connection, customer_ids: Iterable[str], *, share: bool = False) -> dict[str, CustomerState]:
+    """Read and lock the stored states; always in customer id order, so two batches never deadlock."""
+    mode = "FOR SHARE" if share else "FOR UPDATE"
+    rows = await conn.fetch(
+        f"SELECT {STATE_COLUMNS} FROM customer_state WHERE customer_id = ANY($1::text[]) "
+        f"ORDER BY customer_id {mode}",
+        sorted(set(customer_ids)),
+    )
+    return {row["customer_id"]: state_from_row(row) for row in rows}
+
+
+async def processed_among(conn: asyncpg.Connection, command_ids: Iterable[str]) -> set[str]:
+    """Which of these commands were applied or rejected before. Asked after ``lock_states`` in its
+    own statement: a statement's snapshot is taken when it starts, so a check in the locking
+    statement would miss ids committed by the transaction it waited for."""
+    rows = await conn.fetch(
+        "SELECT command_id FROM processed_commands WHERE command_id = ANY($1::text[])", list(set(command_ids))
+    )
+    return {row["command_id"] for row in rows}
+
+
+HISTORY_NAMES = [field.name for field in dataclasses.fields(HistoryRow)]
+HISTORY_FIELDS = ", ".join(HISTORY_NAMES)
+HISTORY_COLUMNS = recordset_columns(HistoryRow, HISTORY_NAMES)
+
+
+async def write_applied(conn: asyncpg.Connection, states: Sequence[CustomerState], history: Sequence[HistoryRow],
+                        outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
+    """A batch's new states, history rows and processed ids, in one statement (one round trip)."""
+    if not (states or history or outcomes):
+        return
+    await conn.execute(
+        f"""
+        WITH states AS (
+            INSERT INTO customer_state ({STATE_COLUMNS})
+            SELECT {STATE_COLUMNS}
+            FROM json_to_recordset($1::json) AS t({STATE_RECORDSET})
+            ON CONFLICT (customer_id) DO UPDATE SET {STATE_UPDATES}
+            WHERE customer_state.version < EXCLUDED.version
+        ), history AS (
+            INSERT INTO command_history ({HISTORY_FIELDS})
+            SELECT {HISTORY_FIELDS}
+            FROM ROWS FROM (json_to_recordset($2::json) AS ({HISTORY_COLUMNS})) WITH ORDINALITY AS t
+            ORDER BY t.ordinality  -- ids in the batch's order
+        )
+        INSERT INTO processed_commands (command_id, outcome, processed_at)
+        SELECT pair->>0, pair->>1, $4 FROM json_array_elements($3::json) AS pair
+        ON CONFLICT (command_id) DO NOTHING
+        """,
+        json_rows(states), json_rows(history), json_rows(outcomes), at,
+    )
+
+
+async def settle_dropped_jobs(
+    conn: asyncpg.Connection, settlements: dict[str, tuple[str, str]], at: datetime
+) -> dict[str, list[str]]:
+    """Mark the jobs dropped during the suspensions just ended, for every customer in one statement.
+
+    ``settlements`` maps a customer to (new status, lifting command id); returns each customer's
+    settled job texts in the order they were dropped.
+    """
+    rows = await conn.fetch(
+        "UPDATE invoice_decisions AS d SET status = s.status, settled_at = $4, settled_by_command = s.command_id "
+        "FROM unnest($1::text[], $2::text[], $3::text[]) AS s(customer_id, status, command_id) "
+        "WHERE d.customer_id = s.customer_id AND d.status = 'dropped' "
+        "RETURNING d.customer_id, d.job, d.decided_at, d.job_id",
+        list(settlements), [status for status, _ in settlements.values()],
+        [command_id for _, command_id in settlements.values()], at,
+    )
+    settled: dict[str, list[str]] = {customer_id: [] for customer_id in settlements}
+    for row in sorted(rows, key=lambda row: (row["decided_at"], row["job_id"])):
+        settled[row["customer_id"]].append(row["job"])
+    return settled
+
+
+# --- billing worker -------------------------------------------------------------------------
+
+
+async def decided_jobs(conn: asyncpg.Connection, job_ids: Iterable[str]) -> set[str]:
+    rows = await conn.fetch("SELECT job_id FROM invoice_decisions WHERE job_id = ANY($1::text[])", list(set(job_ids)))
+    return {row["job_id"] for row in rows}
+
+
+async def insert_decisions(conn: asyncpg.Connection, rows: Sequence[DecisionRow]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        """
+        INSERT INTO invoice_decisions (job_id, customer_id, space_id, contract_id, amount, currency, status,
+                                       suspension_version, job, decided_at)
+        SELECT * FROM json_to_recordset($1::json) AS t(job_id text, customer_id text, space_id text,
+             contract_id text, amount numeric, currency text, status text, suspension_version bigint, job text,
+             decided_at timestamptz)
+        ON CONFLICT (job_id) DO NOTHING
+        """,
+        json_rows(rows),
+    )
+
+
+async def copy_states(conn: asyncpg.Connection, states: Sequence[CustomerState]) -> None:
+    """Many states at once with COPY (seeding known customers, e.g. in the benchmarks)."""
+    await conn.copy_records_to_table(
+        "customer_state", columns=list(STATE_FIELDS),
+        records=[tuple(getattr(state, name) for name in STATE_FIELDS) for state in states])

@@ -1,0 +1,80 @@
+"""The one dead-letter builder of every worker, and the decoding of customer topics that feeds it.
+
+A dead letter is an ``OutgoingRecord``: the state and billing workers write it to the outbox
+so it commits with the batch that rejected it; the triggers worker publishes it before it
+acknowledges the event. Its record id is the source record's ``topic:partition:offset``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
+
+from models import DeadLetter, DecodeError, InvoiceJob, SuspensionCommand, decode, encode
+from topics import DEADLETTER
+from workers.runtime.metrics import Metrics
+from workers.runtime.publishing import OutgoingRecord
+
+log = logging.getLogger(__name__)
+# The customer-keyed records a batch worker consumes.
+CustomerRecord = TypeVar("CustomerRecord", SuspensionCommand, InvoiceJob)
+
+
+class SourceRecord(Protocol):
+    """What a dead letter needs of the record it rejects (aiokafka's ConsumerRecord, faust's message)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+def dead_letter(record: SourceRecord, error: str, worker: str, metrics: Metrics) -> OutgoingRecord:
+    letter = DeadLetter.for_record(
+        topic=record.topic, partition=record.partition, offset=record.offset,
+        key=record.key, value=record.value, error=error, worker=worker,
+    )
+    metrics.dead_letters.labels(topic=record.topic).inc()
+    log.warning(
+        "dead letter",
+        extra={"worker": worker, "topic": record.topic, "partition": record.partition,
+               "offset": record.offset, "error": error},
+    )
+    return OutgoingRecord(
+        topic=DEADLETTER.name,
+        key=record.key,
+        value=encode(letter),
+        record_id=f"{record.topic}:{record.partition}:{record.offset}",
+        source_partition=record.partition,
+    )
+
+
+def check_customer_key(key: bytes | None, customer_id: str) -> None:
+    """The contract keys customer topics by customer_id; a mismatch is bad input (DecodeError)."""
+    shown = None if key is None else key.decode("utf-8", errors="replace")
+    if shown != customer_id:
+        raise DecodeError(f"record key {shown!r} does not match customer_id '{customer_id}'")
+
+
+def decode_customer_records(
+    records: Sequence[SourceRecord], model: type[CustomerRecord], worker: str, metrics: Metrics
+) -> tuple[list[tuple[int, CustomerRecord]], dict[int, list[OutgoingRecord]]]:
+    """Decode a batch of a customer topic: (position, record) for the good ones, dead letters by position."""
+    decoded: list[tuple[int, CustomerRecord]] = []
+    dead: dict[int, list[OutgoingRecord]] = {}
+    for position, record in enumerate(records):
+        try:
+            value = decode(model, record.value)
+            check_customer_key(record.key, value.customer_id)
+        except DecodeError as error:
+            dead[position] = [dead_letter(record, str(error), worker, metrics)]
+            continue
+        decoded.append((position, value))
+    return decoded, dead

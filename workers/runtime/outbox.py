@@ -1,0 +1,171 @@
+"""The transactional outbox: records to publish, committed with the state they describe.
+
+Everything about it lives here: the packed row format, its SQL, the relay that publishes the
+rows, and the deferred delete of published rows. A worker commits a batch's effects and its
+outgoing records in one transaction (``commit``), publishes them (``publish``), and marks
+them published; their rows are deleted by the next batch's outbox statement, or when the worker
+is idle (``delete_published``). Rows left by a crash are published by whoever owns the source
+partition next (``publish_left_over``), before it consumes; consumers deduplicate by record id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from workers.runtime.publishing import OutgoingRecord, publish_all
+
+_U16 = struct.Struct(">H")
+_I32 = struct.Struct(">i")
+
+
+# --- the packed row format --------------------------------------------------------------------
+
+
+def pack_records(records: Iterable[OutgoingRecord]) -> bytes:
+    """Records to publish, in order, as one value: per record a u16-prefixed topic, an i32-prefixed key
+    (-1 for none), an i32-prefixed value and a u16-prefixed record id (empty for none). One outbox row
+    per batch and source partition costs one insert and one delete, where a row per record cost one of
+    each per record."""
+    parts: list[bytes] = []
+    for record in records:
+        topic, record_id = record.topic.encode(), (record.record_id or "").encode()
+        parts += (_U16.pack(len(topic)), topic)
+        if record.key is None:
+            parts.append(_I32.pack(-1))
+        else:
+            parts += (_I32.pack(len(record.key)), record.key)
+        parts += (_I32.pack(len(record.value)), record.value, _U16.pack(len(record_id)), record_id)
+    return b"".join(parts)
+
+
+def _read_field(packed: bytes, at: int, prefix: struct.Struct) -> tuple[bytes | None, int]:
+    (size,) = prefix.unpack_from(packed, at)
+    at += prefix.size
+    if size < 0:
+        return None, at
+    return packed[at:at + size], at + size
+
+
+def unpack_records(packed: bytes, source_partition: int) -> list[OutgoingRecord]:
+    """The inverse of ``pack_records``."""
+    records: list[OutgoingRecord] = []
+    at = 0
+    while at < len(packed):
+        topic, at = _read_field(packed, at, _U16)
+        key, at = _read_field(packed, at, _I32)
+        value, at = _read_field(packed, at, _I32)
+        record_id, at = _read_field(packed, at, _U16)
+        if topic is None or value is None or record_id is None:
+            raise ValueError("corrupt outbox row: a length-prefixed field is missing")
+        records.append(OutgoingRecord(topic.decode(), key, value, record_id.decode() or None, source_partition))
+    return records
+
+
+# --- SQL --------------------------------------------------------------------------------------
+
+
+async def replace_rows(conn: asyncpg.Connection, source_topic: str, records: Sequence[OutgoingRecord],
+                       published_ids: Sequence[int]) -> list[int]:
+    """Delete the rows already published and insert this batch's records, one row per source partition
+    and in order, in one statement; returns the new row ids."""
+    if not records and not published_ids:
+        return []
+    by_partition: dict[int, list[OutgoingRecord]] = {}
+    for record in records:
+        by_partition.setdefault(record.source_partition, []).append(record)
+    rows = await conn.fetch(
+        "WITH published AS (DELETE FROM outbox WHERE id = ANY($4::bigint[])) "
+        "INSERT INTO outbox (source_topic, source_partition, records) "
+        "SELECT $1, * FROM unnest($2::int[], $3::bytea[]) RETURNING id",
+        source_topic, list(by_partition), [pack_records(group) for group in by_partition.values()],
+        list(published_ids),
+    )
+    return [row["id"] for row in rows]
+
+
+async def pending_rows(
+    conn: asyncpg.Connection, source_topic: str, partitions: Iterable[int]
+) -> tuple[list[int], list[OutgoingRecord]]:
+    """Rows left unpublished for these source partitions: their ids, and their records in order."""
+    rows = await conn.fetch(
+        "SELECT id, source_partition, records FROM outbox "
+        "WHERE source_topic = $1 AND source_partition = ANY($2::int[]) ORDER BY id",
+        source_topic, list(partitions),
+    )
+    records = [record for row in rows for record in unpack_records(row["records"], row["source_partition"])]
+    return [row["id"] for row in rows], records
+
+
+async def delete_rows(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+    if ids:
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", list(ids))
+
+
+# --- the relay --------------------------------------------------------------------------------
+
+
+ApplyBatch = Callable[[asyncpg.Connection], Awaitable[list[OutgoingRecord]]]
+
+
+class Outbox:
+    """The outbox rows of one worker's source topic, and the relay that publishes them."""
+
+    def __init__(self, source_topic: str, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+        self.source_topic = source_topic
+        self._pool = pool
+        self._producer = producer
+        # Rows already published, deleted in the next batch's transaction (or when idle): one round
+        # trip less per batch; a crash before that only re-publishes them.
+        self._published_ids: list[int] = []
+
+    @property
+    def has_published_rows(self) -> bool:
+        return bool(self._published_ids)
+
+    async def commit(self, apply: ApplyBatch) -> tuple[list[int], list[OutgoingRecord]]:
+        """Run ``apply`` in a transaction that also writes its records to the outbox (and deletes the
+        rows published since the last one); returns the new row ids and the records to publish."""
+        with self._published_to_delete() as to_delete:
+            async with self._pool.acquire() as conn, conn.transaction():
+                records = await apply(conn)
+                ids = await replace_rows(conn, self.source_topic, records, to_delete)
+        return ids, records
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        if records:
+            await publish_all(self._producer, records)
+
+    def mark_published(self, ids: Sequence[int]) -> None:
+        self._published_ids.extend(ids)
+
+    async def delete_published(self) -> None:
+        with self._published_to_delete() as ids:
+            if ids:
+                async with self._pool.acquire() as conn:
+                    await delete_rows(conn, ids)
+
+    async def publish_left_over(self, partitions: Sequence[int]) -> list[OutgoingRecord]:
+        """Publish, then delete, the rows an earlier owner of these source partitions left."""
+        await self.delete_published()  # ours, already published: not again
+        async with self._pool.acquire() as conn:
+            ids, pending = await pending_rows(conn, self.source_topic, partitions)
+        if ids:
+            await self.publish(pending)
+            async with self._pool.acquire() as conn:
+                await delete_rows(conn, ids)
+        return pending
+
+    @contextlib.contextmanager
+    def _published_to_delete(self) -> Iterator[list[int]]:
+        """Take the published row ids for deletion; they are put back if the deletion fails."""
+        ids, self._published_ids = self._published_ids, []
+        try:
+            yield ids
+        except BaseException:
+            self._published_ids.extend(ids)
+            raise
