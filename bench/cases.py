@@ -13,8 +13,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -186,7 +188,7 @@ async def faust_floor(settings: Settings, records: list[tuple[bytes, bytes]]) ->
     async with kafka_producer(settings) as producer:
 
         @app.agent(raw_topic(app, source))
-        async def forward(stream):  # type: ignore[no-untyped-def]
+        async def forward(stream: faust.StreamT[Any]) -> None:
             async for events in take_batches(stream, settings):
                 progress["started"] = progress["started"] or time.perf_counter()
                 await publish_all(producer, [OutgoingRecord(target, e.message.key, e.message.value, None) for e in events])

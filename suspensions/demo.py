@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -116,7 +117,7 @@ class Demo:
                 self.seen.append((record.topic, value))
                 self.arrived.notify_all()
 
-    def _narrate(self, topic: str, value: dict | None) -> None:
+    def _narrate(self, topic: str, value: dict[str, Any] | None) -> None:
         v = value or {}
         if topic == SUSPENSION_STATE.name:
             if v.get("suspended"):

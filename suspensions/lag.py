@@ -125,7 +125,7 @@ class LagProbe:
     async def _partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
         wanted = set(topics)
         metadata = await self._admin.describe_topics(sorted(wanted))
-        result = []
+        result: list[TopicPartition] = []
         for topic in metadata:
             if topic.get("error_code", 0) == 0 and topic["topic"] in wanted:
                 result.extend(TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"])
@@ -157,8 +157,10 @@ class LagProbe:
         await consumer.start()
         try:
             beginning = await consumer.beginning_offsets(partitions)
-            start = {tp: committed.get(tp) if committed.get(tp) is not None else beginning.get(tp, 0)
-                     for tp in partitions}
+            start: dict[TopicPartition, int] = {}
+            for tp in partitions:
+                offset = committed.get(tp)
+                start[tp] = offset if offset is not None else beginning.get(tp, 0)
             consumer.assign(partitions)
             for tp in partitions:
                 consumer.seek(tp, start[tp])

@@ -20,11 +20,12 @@ async def customer_state(conn: asyncpg.Connection, customer_id: str) -> Customer
 
 
 async def customer_history(conn: asyncpg.Connection, customer_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT command_id, space_id, action, reason, actor, note, cause_topic, cause_event_id, missed_invoices, "
         "issued_at, applied_at, outcome, version_after FROM command_history WHERE customer_id = $1 ORDER BY id",
         customer_id,
     )
+    return rows
 
 
 async def space_states(
@@ -41,24 +42,26 @@ async def space_states(
 async def invoice_decisions(
     conn: asyncpg.Connection, *, space_id: str | None, customer_id: str | None, statuses: Sequence[str], limit: int
 ) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT job_id, customer_id, space_id, contract_id, amount, currency, status, suspension_version, "
         "decided_at, settled_at FROM invoice_decisions "
         "WHERE status = ANY($1::text[]) AND ($2::text IS NULL OR space_id = $2) "
         "AND ($3::text IS NULL OR customer_id = $3) ORDER BY decided_at, job_id LIMIT $4",
         list(statuses), space_id, customer_id, limit,
     )
+    return rows
 
 
 async def invoice_totals(
     conn: asyncpg.Connection, *, space_id: str | None, customer_id: str | None, statuses: Sequence[str]
 ) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT status, currency, count(*) AS jobs, sum(amount) AS total FROM invoice_decisions "
         "WHERE status = ANY($1::text[]) AND ($2::text IS NULL OR space_id = $2) "
         "AND ($3::text IS NULL OR customer_id = $3) GROUP BY status, currency ORDER BY status, currency",
         list(statuses), space_id, customer_id,
     )
+    return rows
 
 
 async def command_outcomes(conn: asyncpg.Connection, command_ids: Sequence[str]) -> dict[str, str]:

@@ -118,6 +118,7 @@ class LocalPostgres:
             f"-h 127.0.0.1 -p {self.port} -k {self.data_root} "
             "-c fsync=off -c full_page_writes=off -c max_connections=200"
         )
+        assert self.data_root is not None, "start() sets the data folder first"
         result = self._run(
             "pg_ctl", "-D", str(self.data_dir), "-o", options,
             "-l", str(self.data_root / "postgres.log"), "-w", "-t", "30", "start", check=False,

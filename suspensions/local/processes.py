@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from suspensions.local.ports import free_port
 from workers.runtime.config import Settings
 
@@ -31,12 +33,13 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def metric_total(port: int, name: str) -> float:
-    """Sum of a Prometheus metric's samples across its labels, read from a process's /metrics."""
+def metric_total(port: int, name: str, **labels: str) -> float:
+    """Sum of the samples named ``name`` whose labels include ``labels``, read from a process's /metrics
+    (0 when there is none)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
         body = response.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith(name) and line[len(name)] in " {")
+    return sum(sample.value for family in text_string_to_metric_families(body) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -89,8 +92,8 @@ class WorkerProcess:
                                    f"(log: {self.log_path})")
             await asyncio.sleep(0.05)
 
-    def metric(self, name: str) -> float:
-        return metric_total(self.http_port, name)
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_total(self.http_port, name, **labels)
 
     def peak_rss_bytes(self) -> int:
         return peak_rss_bytes(self.running.pid)

@@ -18,7 +18,7 @@ def test_bench_runs_every_case_on_tiny_counts(tmp_path: Path) -> None:
     env["SUSPENSIONS_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/none"  # start its own
     output = tmp_path / "figures.json"
     result = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--output", str(output)],
-                            env=env, capture_output=True, text=True, timeout=600)
+                            env=env, capture_output=True, text=True, timeout=280)  # within the suite's 300 s per test
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = {f["case"]: f for f in json.loads(output.read_text())["figures"]}
     assert {"raw pass-through (baseline)", "raw persistence (baseline)", "triggers worker", "state worker",

@@ -83,10 +83,14 @@ async def test_suspended_customer_is_not_invoiced_then_billed_on_lift(
     # After the lift, new jobs are accepted (and a job arriving again keeps its first decision).
     fresh = builders.invoice_job(customer, space)
     await _lift(producer, db, customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, jobs[0])  # arrives again: before the marker, same partition
     await send(producer, INVOICE_JOBS.name, customer, fresh)
-    await send(producer, INVOICE_JOBS.name, customer, jobs[0])
     [accepted] = await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=fresh["job_id"])
     assert accepted["rebilled"] is False
+    # The job that arrived again was decided before: nothing published for it again, its decision kept.
+    assert [r["rebilled"] for r in tail.matching(INVOICE_JOBS_ACCEPTED.name, job_id=jobs[0]["job_id"])] == [True]
+    assert len(tail.matching(INVOICE_JOBS_DROPPED.name, job_id=jobs[0]["job_id"])) == 1
+    assert await db.fetchval("SELECT status FROM invoice_decisions WHERE job_id = $1", jobs[0]["job_id"]) == "rebilled"
 
 
 async def test_waive_on_lift(workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail,

@@ -12,8 +12,9 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
-from suspensions.lag import Status, measure
+from suspensions.lag import GroupReport, Status, measure
 from suspensions.local.postgres import LocalPostgres
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, run_cli, send, uid, wait_until
@@ -80,7 +81,7 @@ async def test_lag_is_exact_then_drains_to_zero(isolated: Settings, tmp_path: Pa
         await producer.stop()
 
 
-async def _measured_ok(settings: Settings, group: str) -> list | None:  # type: ignore[type-arg]
+async def _measured_ok(settings: Settings, group: str) -> list[GroupReport] | None:
     reports = await measure(settings, {group: (INVOICE_JOBS.name,)}, window_s=0, samples=1)
     return reports if reports[0].status is Status.OK and reports[0].total_lag == 0 else None
 
@@ -88,6 +89,21 @@ async def _measured_ok(settings: Settings, group: str) -> list | None:  # type: 
 async def test_metrics_after_real_traffic(settings: Settings, workers: WorkerProcess, producer: AIOKafkaProducer,
                                           tail: TopicTail) -> None:
     space, customer = uid("space"), uid("cust")
+    # The session's workers served earlier tests: every check is on the change this test's traffic causes.
+    counted = {
+        "applied": ("suspensions_commands_applied_total", {"action": "suspend", "reason": "manual"}),
+        "dropped": ("suspensions_invoice_jobs_total", {"decision": "dropped"}),
+        "dead": ("suspensions_dead_letters_total", {"topic": "suspension.commands"}),
+        "consumed": ("suspensions_records_consumed_total", {"worker": "state"}),
+        "batches": ("suspensions_batch_processing_seconds_count", {"worker": "state"}),
+        "latencies": ("suspensions_end_to_end_latency_seconds_count", {}),
+    }
+
+    async def read() -> dict[str, float]:
+        return {key: await asyncio.to_thread(workers.metric, name, **labels)
+                for key, (name, labels) in counted.items()}
+
+    before = await read()
     await send(producer, SUSPENSION_COMMANDS.name, customer, builders.command(customer, space))
     await send(producer, SUSPENSION_COMMANDS.name, customer, b"not json")
     await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
@@ -95,20 +111,23 @@ async def test_metrics_after_real_traffic(settings: Settings, workers: WorkerPro
     await send(producer, INVOICE_JOBS.name, customer, job)
     await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=job["job_id"])
 
-    async def scraped() -> str | None:
-        status, body = await asyncio.to_thread(_get, workers.http_port, "/metrics")
-        wanted = ('suspensions_commands_applied_total{action="suspend",reason="manual"}',
-                  'suspensions_invoice_jobs_total{decision="dropped"}',
-                  'suspensions_dead_letters_total{topic="suspension.commands"}',
-                  "suspensions_records_consumed_total", "suspensions_batch_processing_seconds_bucket",
-                  "suspensions_end_to_end_latency_seconds_count", "suspensions_consumer_lag_records")
-        return body if status == 200 and all(w in body for w in wanted) else None
+    async def grown() -> dict[str, float] | None:
+        after = await read()
+        return after if all(after[key] >= before[key] + 1 for key in counted) else None
 
     try:
-        body = await wait_until(scraped, timeout_s=30, what="metrics after traffic")
+        await wait_until(grown, timeout_s=30, what="every counter moved by this test's traffic")
     except AssertionError:
-        _, last = _get(workers.http_port, "/metrics")
-        raise AssertionError(f"metrics missing after traffic; last scrape:\n{last}") from None
+        raise AssertionError(f"counters before {before}, after {await read()}") from None
+    # The lag gauge is sampled by the worker itself; it has a series for the state group's partitions.
+    async def lag_sampled() -> bool:
+        _, text = await asyncio.to_thread(_get, workers.http_port, "/metrics")
+        return any(sample.labels.get("group") == settings.state_group
+                   for family in text_string_to_metric_families(text) if family.name == "suspensions_consumer_lag_records"
+                   for sample in family.samples)
+
+    await wait_until(lag_sampled, 30, "a lag sample of the state group")
+    _, body = await asyncio.to_thread(_get, workers.http_port, "/metrics")
     assert customer not in body and space not in body  # no high-cardinality labels
     status, health = _get(workers.http_port, "/healthz")
     assert status == 200 and json.loads(health)["alive"] is True

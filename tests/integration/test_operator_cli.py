@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,7 +21,7 @@ from workers.runtime.kafka import create_topics
 pytestmark = pytest.mark.integration
 
 
-def _json(result) -> object:  # type: ignore[no-untyped-def]
+def _json(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode in (0, 1, 4), result.stderr
     return json.loads(result.stdout)
 
@@ -42,7 +44,7 @@ async def test_suspend_and_lift_with_wait(settings: Settings, workers: WorkerPro
 
     # Lifting again is a no-op that is still recorded.
     again = _json(run_cli(settings, "lift", customer, "--space", space, "--actor", "admin:43", "--wait", "--json"))
-    assert again["outcome"] == "noop"  # type: ignore[index]
+    assert again["outcome"] == "noop"
 
     commands = await tail.wait_for(SUSPENSION_COMMANDS.name, count=3, customer_id=customer)
     assert [(c["action"], c["actor"]) for c in commands] == [
@@ -50,13 +52,13 @@ async def test_suspend_and_lift_with_wait(settings: Settings, workers: WorkerPro
     assert commands[1]["missed_invoices"] == "waive"
 
     history = _json(run_cli(settings, "history", customer, "--json"))
-    assert [(h["action"], h["actor"], h["outcome"], h["note"]) for h in history] == [  # type: ignore[union-attr]
+    assert [(h["action"], h["actor"], h["outcome"], h["note"]) for h in history] == [
         ("suspend", "admin:42", "changed", "unpaid deposit"),
         ("lift", "admin:42", "changed", None),
         ("lift", "admin:43", "noop", None),
     ]
     status = _json(run_cli(settings, "status", customer, "--json"))
-    assert status["suspended"] is False and status["version"] == 2  # type: ignore[index]
+    assert status["suspended"] is False and status["version"] == 2
 
     human = run_cli(settings, "history", customer)
     assert human.returncode == 0 and "admin:43" in human.stdout and "noop" in human.stdout
@@ -92,10 +94,10 @@ async def test_tenant_isolation(settings: Settings, workers: WorkerProcess, tail
     assert space in letter["error"] and other in letter["error"]
     assert json.loads(letter["value"])["command_id"] == foreign["command_id"]
     status = _json(run_cli(settings, "status", customer, "--json"))
-    assert status["suspended"] is True and status["version"] == 1  # type: ignore[index]
+    assert status["suspended"] is True and status["version"] == 1
 
     listed = _json(run_cli(settings, "list", "--space", space, "--json"))
-    assert [s["customer_id"] for s in listed] == [customer]  # type: ignore[union-attr]
+    assert [s["customer_id"] for s in listed] == [customer]
     assert _json(run_cli(settings, "status", customer, "--space", other, "--json")) is None
     assert _json(run_cli(settings, "history", customer, "--space", other, "--json")) == []
 
@@ -129,7 +131,7 @@ async def test_bulk_suspend_and_lift_with_malformed_lines(
     assert "customer_id is empty" in summary["malformed"][1]["error"]
 
     listed = _json(run_cli(settings, "list", "--space", space, "--suspended", "--json"))
-    assert sorted(s["customer_id"] for s in listed) == sorted(customers)  # type: ignore[union-attr]
+    assert sorted(s["customer_id"] for s in listed) == sorted(customers)
 
     lift_file = tmp_path / "lift.csv"
     lift_file.write_text("".join(f"{c},{space}\n" for c in customers))

@@ -7,7 +7,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.integration import builders
-from tests.support import TopicTail, WorkerProcess, publish_setting, send, uid
+from tests.support import TopicTail, WorkerProcess, publish_setting, send, uid, wait_until
 from topics import (
     CRM_OPPORTUNITIES,
     CUSTOMER_PLAN_CHANGES,
@@ -29,21 +29,27 @@ async def test_plan_at_signup_and_by_plan_change(
     await publish_setting(producer, workers, SETTINGS_PLANS.name, probation, builders.plan_setting(space, probation, True))
     await publish_setting(producer, workers, SETTINGS_PLANS.name, standard, builders.plan_setting(space, standard, False))
     at_signup, by_change, unaffected = uid("cust"), uid("cust"), uid("cust")
-    await send(producer, CUSTOMER_SIGNUPS.name, at_signup, builders.signup(at_signup, space, plan=probation))
+    joined = builders.signup(at_signup, space, plan=probation)
+    await send(producer, CUSTOMER_SIGNUPS.name, at_signup, joined)
     await send(producer, CUSTOMER_SIGNUPS.name, by_change, builders.signup(by_change, space, plan=standard))
-    await send(producer, CUSTOMER_PLAN_CHANGES.name, by_change, builders.plan_change(by_change, space, probation))
-    await send(producer, CUSTOMER_PLAN_CHANGES.name, unaffected, builders.plan_change(unaffected, space, standard))
-    await send(producer, CUSTOMER_PLAN_CHANGES.name, unaffected, builders.plan_change(unaffected, space, probation))
+    changed = builders.plan_change(by_change, space, probation)
+    await send(producer, CUSTOMER_PLAN_CHANGES.name, by_change, changed)
+    to_standard = builders.plan_change(unaffected, space, standard)
+    to_probation = builders.plan_change(unaffected, space, probation)
+    await send(producer, CUSTOMER_PLAN_CHANGES.name, unaffected, to_standard)
+    await send(producer, CUSTOMER_PLAN_CHANGES.name, unaffected, to_probation)
 
-    for customer, topic in ((at_signup, CUSTOMER_SIGNUPS.name), (by_change, CUSTOMER_PLAN_CHANGES.name)):
+    for customer, topic, event in ((at_signup, CUSTOMER_SIGNUPS.name, joined),
+                                   (by_change, CUSTOMER_PLAN_CHANGES.name, changed)):
         [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
         assert state["suspended"] and state["reasons"] == ["plan"]
         [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=customer)
-        assert command["cause"]["topic"] == topic
-    # The standard plan never fired: only the later probation change did.
+        assert command["cause"] == {"topic": topic, "event_id": event["event_id"]}
+    # The standard plan never fired: only the later probation change did (the two differ by event id).
     await tail.wait_for(SUSPENSION_STATE.name, customer_id=unaffected)
     [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=unaffected)
-    assert command["cause"]["topic"] == CUSTOMER_PLAN_CHANGES.name
+    assert command["cause"] == {"topic": CUSTOMER_PLAN_CHANGES.name, "event_id": to_probation["event_id"]}
+    assert to_standard["event_id"] != to_probation["event_id"]
 
 
 async def test_plan_of_another_space_does_not_apply(
@@ -75,15 +81,36 @@ async def test_crm_stage_rule_and_no_automatic_lift(
     [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
     assert state["reasons"] == ["crm_stage"]
 
-    # Moving the opportunity on, or changing plan, never lifts.
+    # Moving the opportunity on, or changing plan, never lifts. Each is followed by a marker on the same
+    # topic and partition (same key) that does fire, so once a marker is applied, the event before it was too.
+    flagged_plan = uid("plan")
+    await publish_setting(producer, workers, SETTINGS_CRM_STAGES.name, f"{board}/collections",
+                          builders.stage_setting(space, board, "collections", True))
+    await publish_setting(producer, workers, SETTINGS_PLANS.name, flagged_plan,
+                          builders.plan_setting(space, flagged_plan, True))
     await send(producer, CRM_OPPORTUNITIES.name, customer, builders.opportunity(customer, space, board, "won"))
+    crm_marker = builders.opportunity(customer, space, board, "collections")
+    await send(producer, CRM_OPPORTUNITIES.name, customer, crm_marker)
     await send(producer, CUSTOMER_PLAN_CHANGES.name, customer, builders.plan_change(customer, space, uid("plan")))
-    marker = builders.command(customer, space, reason="manual")
-    await send(producer, SUSPENSION_COMMANDS.name, customer, marker)
-    [latest] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer, last_command_id=marker["command_id"])
-    assert latest["suspended"] and latest["reasons"] == ["crm_stage", "manual"]
-    commands = await tail.wait_for(SUSPENSION_COMMANDS.name, count=2, customer_id=customer)
-    assert [(c["action"], c["reason"]) for c in commands] == [("suspend", "crm_stage"), ("suspend", "manual")]
+    plan_marker = builders.plan_change(customer, space, flagged_plan)
+    await send(producer, CUSTOMER_PLAN_CHANGES.name, customer, plan_marker)
+
+    [crm_marker_command] = await tail.wait_for(
+        SUSPENSION_COMMANDS.name, customer_id=customer,
+        cause={"topic": CRM_OPPORTUNITIES.name, "event_id": crm_marker["event_id"]})
+    await wait_until(lambda: _processed(db, crm_marker_command["command_id"]), what="the CRM marker applied")
+    [latest] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer, reasons=["crm_stage", "plan"])
+    assert latest["suspended"] and latest["version"] == 2
+    commands = tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer)
+    assert sorted((c["action"], c["reason"]) for c in commands) == [
+        ("suspend", "crm_stage"), ("suspend", "crm_stage"), ("suspend", "plan")]
+    history = await db.fetch("SELECT action, outcome FROM command_history WHERE customer_id = $1 ORDER BY id",
+                             customer)
+    assert all(h["action"] == "suspend" for h in history) and len(history) == 3
+
+
+async def _processed(db: asyncpg.Pool, command_id: str) -> bool:
+    return bool(await db.fetchval("SELECT count(*) FROM processed_commands WHERE command_id = $1", command_id))
 
 
 async def test_reasons_accumulate_and_suspended_at_is_kept(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -15,7 +17,7 @@ from workers.runtime.kafka import create_topics
 pytestmark = pytest.mark.integration
 
 
-async def test_settings_published_while_down_apply_to_the_backlog(settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_settings_published_while_down_apply_to_the_backlog(settings: Settings, tmp_path: Path) -> None:
     # A broker of its own: the triggers worker needs no database, and nothing else reads it.
     with LocalBroker() as broker:
         local = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})

@@ -46,7 +46,7 @@ async def test_suspend_and_lift_racing_from_two_sources(settings: Settings, work
         commands = await tail.wait_for(SUSPENSION_COMMANDS.name, count=3, customer_id=customer)
         last = commands[-1]
 
-        async def applied(last=last) -> bool:  # type: ignore[no-untyped-def]
+        async def applied(last: str = last) -> bool:
             return bool(await db.fetchval("SELECT 1 FROM processed_commands WHERE command_id = $1",
                                           last["command_id"]))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 from suspensions.operators import BulkLine, MalformedLine, read_bulk_lines
 
@@ -27,7 +28,7 @@ def test_streams_without_reading_everything_first() -> None:
             super().__init__()
             self.served = 0
 
-        def __iter__(self):  # type: ignore[no-untyped-def]
+        def __iter__(self) -> Iterator[str]:
             return self
 
         def __next__(self) -> str:
@@ -37,5 +38,5 @@ def test_streams_without_reading_everything_first() -> None:
     source = Endless()
     lines = read_bulk_lines(source)
     first = [next(lines) for _ in range(3)]
-    assert [line.customer_id for line in first] == ["c1", "c2", "c3"]  # type: ignore[union-attr]
+    assert [line.customer_id for line in first] == ["c1", "c2", "c3"]
     assert source.served == 3

@@ -1,4 +1,4 @@
-"""The topic catalogue is the published contract: names, keys, compaction."""
+"""The topic catalogue is the published contract: names, keys, models, compaction, headers, fields."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 from topics import ALL_TOPICS, by_name
+
+CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
 CONTRACT_TOPICS = {
     "customer.signups": ("customer_id", False),
@@ -23,14 +25,38 @@ CONTRACT_TOPICS = {
 }
 
 
+def _contract_text() -> str:
+    assert CONTRACT.is_file(), f"{CONTRACT} is missing: the contract must live in the repository"
+    return CONTRACT.read_text()
+
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip().strip("`") for cell in line.strip().strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| ")]
+    return rows[1:]  # without the header row
+
+
 def test_catalogue_matches_the_contract() -> None:
     assert {spec.name: (spec.key, spec.compacted) for spec in ALL_TOPICS} == CONTRACT_TOPICS
     assert by_name("suspension.state").configs() == {"cleanup.policy": "compact"}
 
 
-def test_every_topic_named_in_the_shared_contract_is_catalogued() -> None:
-    contract = Path(__file__).resolve().parents[3] / "shared" / "CONTRACT.md"
-    if not contract.exists():  # the shared folder sits beside the clone in development and CI
-        return
-    named = set(re.findall(r"^\| `([a-z.\-]+)`", contract.read_text(), flags=re.MULTILINE))
-    assert named == set(CONTRACT_TOPICS)
+def test_the_contract_document_lists_every_topic_as_catalogued() -> None:
+    rows = {row[0]: row for row in _table_rows(_contract_text(), "Topics")}
+    assert set(rows) == {spec.name for spec in ALL_TOPICS}
+    for spec in ALL_TOPICS:
+        name, key, model, compacted, partitions = rows[spec.name][:5]
+        assert (key, model, compacted) == (spec.key, spec.value_model.__name__, "yes" if spec.compacted else "no")
+        assert partitions.startswith(str(spec.partitions)) if spec.partitions else not partitions[0].isdigit()
+
+
+def test_the_contract_document_names_every_header_and_field() -> None:
+    text = _contract_text()
+    headers = {(row[0], row[1]) for row in _table_rows(text, "Headers *(addition)*")}
+    published = {spec for spec in ALL_TOPICS if spec.direction != "inbound"}
+    assert headers == {(spec.name, spec.id_header) for spec in published}
+    documented = set(re.findall(r"`([a-z0-9_]+)`", text))
+    for spec in ALL_TOPICS:
+        missing = set(spec.value_model.model_fields) - documented
+        assert not missing, f"{spec.name}: fields {sorted(missing)} are not in docs/contract.md"

@@ -41,7 +41,7 @@ class BatchHandler(Protocol):
         """Apply the batch inside the open transaction; return what to publish, in order."""
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's base class is untyped
     def __init__(self, worker: BatchWorker) -> None:
         self._worker = worker
 
@@ -165,7 +165,7 @@ class BatchWorker:
     async def _fetch(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
                      timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
-            batches = await consumer.getmany(
+            batches: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
                 *partitions, timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
             )
             return batches
@@ -203,6 +203,7 @@ class BatchWorker:
         if left_over:
             log.info("published outbox left by an earlier owner",
                      extra={"worker": self.name, "records": len(left_over)})
+            self.metrics.outbox_recovered.labels(worker=self.name).inc(len(left_over))
             self._observe_latency(left_over)
         self.outbox_to_flush.difference_update(partitions)
 

@@ -53,6 +53,11 @@ class Metrics:
             "suspensions_settings_records_total", "Settings records folded into the triggers' settings table.",
             ["topic"], registry=r,
         )
+        self.outbox_recovered = Counter(
+            "suspensions_outbox_recovered_records_total",
+            "Records an earlier owner of a partition left in the outbox, published on taking it over.",
+            ["worker"], registry=r,
+        )
         self.retries = Counter(
             "suspensions_transient_failures_total", "Batches retried after a transient failure.",
             ["worker", "dependency"], registry=r,

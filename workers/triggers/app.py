@@ -88,14 +88,17 @@ def faust_app(settings: Settings, group_id: str) -> faust.App:
     )
 
 
-def raw_topic(app: faust.App, *names: str) -> faust.TopicT[Any, Any]:
+def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
     """Values read as bytes: decoding is ours, so bad input reaches the dead letter topic."""
     return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
 def take_batches(stream: faust.StreamT[Any], settings: Settings) -> AsyncIterator[Sequence[faust.EventT[Any]]]:
     """Events in batches: up to ``batch_max_records``, or what arrived within 5 ms."""
-    return stream.take_events(settings.batch_max_records, within=TAKE_WITHIN_S)
+    # take_events is on faust's Stream, not on the StreamT protocol it annotates agents with.
+    batches: AsyncIterator[Sequence[faust.EventT[Any]]] = stream.take_events(  # type: ignore[attr-defined]
+        settings.batch_max_records, within=TAKE_WITHIN_S)
+    return batches
 
 
 def build_app(context: WorkerContext) -> faust.App:
@@ -113,9 +116,10 @@ def build_app(context: WorkerContext) -> faust.App:
 
     settings_table = SettingsTable(settings, reject_setting, metrics)
 
-    @app.task
     async def follow_settings() -> None:
         await settings_table.run()
+
+    app.task(follow_settings)
 
     @app.agent(events_topic)
     async def triggers(stream: faust.StreamT[Any]) -> None:
@@ -156,15 +160,18 @@ class TriggersWorker:
         health, name = self._context.health, self._context.name
         app = build_app(self._context)
 
-        @app.on_partitions_assigned.connect
-        async def _assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:  # faust sends (app, assigned)
+            assigned = args[0]
             health.assigned(len(assigned))
             log.info("partitions assigned", extra={"worker": name, "partitions": len(assigned)})
 
-        @app.on_partitions_revoked.connect
-        async def _revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:  # faust sends (app, revoked)
             health.revoked()
-            log.info("partitions revoked", extra={"worker": name, "partitions": len(revoked)})
+            log.info("partitions revoked", extra={"worker": name, "partitions": len(args[0])})
+
+        # mode types a receiver as a union of callables, which mypy does not match an async def against.
+        app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]
+        app.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]
 
         app.finalize()
         await app.start()

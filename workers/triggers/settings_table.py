@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from models import ContractModel, CrmStageSetting, DecodeError, PlanSetting, SignupSetting, decode
@@ -102,8 +102,8 @@ class SettingsTable:
         self._metrics.settings_records.labels(topic=record.topic).inc()
 
     @staticmethod
-    async def _all_partitions(consumer) -> list[TopicPartition]:  # type: ignore[no-untyped-def]
-        partitions = []
+    async def _all_partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        partitions: list[TopicPartition] = []
         for spec in SETTINGS_TOPICS:
             ids = consumer.partitions_for_topic(spec.name)
             while ids is None:  # metadata not fetched yet, or the topic was just created
@@ -115,7 +115,7 @@ class SettingsTable:
         return partitions
 
     @staticmethod
-    async def _caught_up(consumer, partitions: list[TopicPartition]) -> bool:  # type: ignore[no-untyped-def]
+    async def _caught_up(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
         for tp in partitions:
             highwater = consumer.highwater(tp)
             if highwater is None or await consumer.position(tp) < highwater:
