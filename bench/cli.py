@@ -8,7 +8,6 @@ import platform
 import sys
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import cases
+from models import utc_iso
 from suspensions.local.stack import LocalStack
 from workers.runtime.config import Settings
 
@@ -114,7 +114,7 @@ def main(
     console.print(render(figures))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({
-        "taken_at": datetime.now(UTC).isoformat(), "quick": quick, "tiny": tiny, "machine": platform.platform(),
+        "taken_at": utc_iso(), "quick": quick, "tiny": tiny, "machine": platform.platform(),
         "cpus": __import__("os").cpu_count(), "seconds": round(time.perf_counter() - started, 1),
         "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],
     }, indent=2))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
-from models import Action, MissedInvoices
+from models import Action, MissedInvoices, utc_iso
 from suspensions import operators
 from suspensions.local.stack import LocalStack
 from suspensions.runner import install_signal_handlers, run_workers
@@ -35,10 +34,6 @@ from workers.runtime.kafka import make_consumer, producer
 from workers.runtime.metrics import Metrics
 
 WATCHED = (SUSPENSION_STATE.name, INVOICE_JOBS_ACCEPTED.name, INVOICE_JOBS_DROPPED.name, DEADLETTER.name)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def run_dev(settings: Settings, *, demo: bool, exit_when_done: bool, console: Console) -> int:
@@ -163,7 +158,7 @@ class Demo:
         await kafka.send_and_wait(topic, payload, key=key.encode())
 
     def _event(self, customer: str, space: str, **fields: object) -> dict[str, object]:
-        return {"event_id": uuid.uuid4().hex, "occurred_at": _now(), "space_id": space,
+        return {"event_id": uuid.uuid4().hex, "occurred_at": utc_iso(), "space_id": space,
                 "customer_id": customer, **fields}
 
     def _job(self, customer: str, space: str, job: str) -> dict[str, object]:
@@ -176,14 +171,14 @@ class Demo:
                    "its joiners and CRM stage 'sales/bad-debt' deactivates accounts")
         folded_before = self.metrics.settings_records_folded()
         await self._send(kafka, SETTINGS_SIGNUP.name, a,
-                         {"space_id": a, "keep_new_members_suspended": True, "updated_at": _now()})
+                         {"space_id": a, "keep_new_members_suspended": True, "updated_at": utc_iso()})
         await self._send(kafka, SETTINGS_SIGNUP.name, p,
-                         {"space_id": p, "keep_new_members_suspended": False, "updated_at": _now()})
+                         {"space_id": p, "keep_new_members_suspended": False, "updated_at": utc_iso()})
         await self._send(kafka, SETTINGS_PLANS.name, f"probation-{p}",
-                         {"space_id": p, "plan_id": f"probation-{p}", "suspend_on_join": True, "updated_at": _now()})
+                         {"space_id": p, "plan_id": f"probation-{p}", "suspend_on_join": True, "updated_at": utc_iso()})
         await self._send(kafka, SETTINGS_CRM_STAGES.name, f"sales-{p}/bad-debt",
                          {"space_id": p, "board_id": f"sales-{p}", "stage_id": "bad-debt",
-                          "deactivate_account": True, "updated_at": _now()})
+                          "deactivate_account": True, "updated_at": utc_iso()})
         await self._settings_folded(folded_before + 4)
 
         self._step(f"alice signs up in {a} (signup rule)")
