@@ -219,6 +219,6 @@ class Demo:
         await self._expect(DEADLETTER.name, {"source_topic": CUSTOMER_SIGNUPS.name})
 
         self.console.print("\n[bold green]demo complete[/bold green]: try "
-                           f"`suspensions status {self.alice}`, `suspensions history {self.erin}` or "
-                           f"`suspensions list --space {p}` with the exports above.")
+                           f"`suspensions status {self.alice}`, `suspensions history {self.erin}`, "
+                           f"`suspensions list --space {p}` or `suspensions doctor` with the exports above.")
         return True

@@ -17,7 +17,7 @@ from enum import IntEnum
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from workers.runtime.config import Settings
-from workers.runtime.kafka import make_admin, make_consumer
+from workers.runtime.kafka import make_admin, make_consumer, start_client
 
 
 class Status(IntEnum):
@@ -113,7 +113,7 @@ class LagProbe:
         self._admin = make_admin(settings)
 
     async def __aenter__(self) -> LagProbe:
-        await self._admin.start()
+        await start_client(self._admin, self._settings)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

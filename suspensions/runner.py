@@ -18,12 +18,13 @@ import asyncpg
 
 from suspensions.lag import LagProbe
 from workers.registry import WorkerSpec, consumer_groups, workers_named
+from workers.runtime.broker_check import BrokerCheck, check_broker
 from workers.runtime.config import Settings
 from workers.runtime.context import WorkerContext
 from workers.runtime.db.pool import connect_pool, database_answers
 from workers.runtime.health import WorkerHealth
 from workers.runtime.http import start_http
-from workers.runtime.kafka import broker_answers, start_producer
+from workers.runtime.kafka import start_producer
 from workers.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,21 @@ log = logging.getLogger(__name__)
 DEPENDENCY_CHECK_INTERVAL_S = 2.0
 
 
+def _report_broker(workers: Sequence[tuple[WorkerSpec, WorkerHealth]], check: BrokerCheck) -> None:
+    for _, health in workers:
+        health.kafka_ok, health.kafka_cause = check.ok, None if check.ok else str(check)
+
+
 async def _watch_dependencies(settings: Settings, pool: asyncpg.Pool | None,
                               workers: Sequence[tuple[WorkerSpec, WorkerHealth]], stop: asyncio.Event) -> None:
-    """Keep readiness true to what the process can reach right now."""
+    """Keep readiness true to what the process can reach right now, and why not."""
     while not stop.is_set():
-        kafka_ok = await broker_answers(settings)
+        _report_broker(workers, await check_broker(settings, timeout_s=3))
         database_ok = await database_answers(pool) if pool is not None else True
         for spec, health in workers:
-            health.kafka_ok = kafka_ok
             if spec.needs_database:
                 health.database_ok = database_ok
+                health.database_cause = None if database_ok else "no answer to SELECT 1"
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), DEPENDENCY_CHECK_INTERVAL_S)
 
@@ -68,15 +74,18 @@ async def run_workers(
 ) -> None:
     specs = workers_named(names)
     metrics = metrics or Metrics()
+    running = [(spec, WorkerHealth(spec.name)) for spec in specs]
     tasks: list[asyncio.Task[None]] = []
     http_runner = None
     pool = None
     producer = None
     try:
-        producer = await start_producer(settings, stop)
+        if settings.http_port:  # first: /readyz says why while the dependencies are not reachable yet
+            http_runner = await start_http(metrics, [health for _, health in running], settings.http_port)
+            log.info("http endpoints serving", extra={"port": settings.http_port})
+        producer = await start_producer(settings, stop, on_unavailable=lambda check: _report_broker(running, check))
         if any(spec.needs_database for spec in specs):
-            pool = await connect_pool(settings, stop)
-        running = [(spec, WorkerHealth(spec.name)) for spec in specs]
+            pool = await connect_pool(settings, stop, on_unavailable=lambda cause: _report_database(running, cause))
         for spec, health in running:
             context = WorkerContext(spec.name, spec.group(settings), settings, metrics, health, producer,
                                     pool if spec.needs_database else None)
@@ -85,10 +94,6 @@ async def run_workers(
         tasks.append(asyncio.create_task(_watch_dependencies(settings, pool, running, stop), name="health"))
         if settings.lag_sample_interval_s > 0:
             tasks.append(asyncio.create_task(_sample_lag(settings, specs, metrics, stop), name="lag"))
-
-        if settings.http_port:
-            http_runner = await start_http(metrics, [health for _, health in running], settings.http_port)
-            log.info("http endpoints serving", extra={"port": settings.http_port})
 
         log.info("workers running", extra={"workers": [spec.name for spec in specs]})
         stop_waiter = asyncio.create_task(stop.wait())
@@ -110,6 +115,12 @@ async def run_workers(
             await pool.close()
         if http_runner is not None:
             await http_runner.cleanup()
+
+
+def _report_database(workers: Sequence[tuple[WorkerSpec, WorkerHealth]], cause: str) -> None:
+    for spec, health in workers:
+        if spec.needs_database:
+            health.database_ok, health.database_cause = False, cause
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -132,8 +132,14 @@ class WorkerProcess(LocalWorkerProcess):
 
 
 def run_cli(settings: Settings, *args: str, timeout_s: float = 120.0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli_env(settings, {}, *args, timeout_s=timeout_s, stdin=stdin)
+
+
+def run_cli_env(settings: Settings, extra_env: dict[str, str], *args: str, timeout_s: float = 120.0,
+                stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`suspensions ARGS` as a process, with these settings and more environment variables."""
     return subprocess.run(
-        [sys.executable, "-m", "suspensions", *args], env=test_env(settings), capture_output=True,
+        [sys.executable, "-m", "suspensions", *args], env=test_env(settings, **extra_env), capture_output=True,
         text=True, timeout=timeout_s, input=stdin,
     )
 

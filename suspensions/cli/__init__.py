@@ -6,10 +6,21 @@ One module per command group: ``service`` (topics, schema, contract, run, dev), 
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from suspensions.cli import inspect, operate, operations, service
 
-app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
+# No locals in tracebacks: they would print settings and secrets.
+app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)
 for group in (service, operate, inspect, operations):
     group.register(app)
+
+
+@app.callback()
+def _quiet_clients() -> None:
+    """A command reports a failure in one line of its own: the Kafka client's own error logs would only
+    repeat it. `run` and `dev` configure the workers' logging themselves."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

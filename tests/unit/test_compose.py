@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from workers.registry import WORKER_NAMES
-from workers.runtime.config import Settings
+from workers.runtime.config import FILE_SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -74,3 +74,41 @@ def test_image_installs_every_package_the_console_script_needs() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     for package in ("suspensions", "models", "topics", "workers"):
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+SECURED = yaml.safe_load((ROOT / "docker-compose.sasl-ssl.yml").read_text())["services"]
+
+
+def _merged_env(service: str) -> dict[str, str]:
+    """What `docker compose -f docker-compose.yml -f docker-compose.sasl-ssl.yml` gives a service."""
+    return {**SERVICES[service].get("environment", {}), **SECURED.get(service, {}).get("environment", {})}
+
+
+@pytest.mark.parametrize("service", ["setup", *WORKER_NAMES])
+def test_the_sasl_ssl_variant_connects_every_service_over_sasl_ssl(service: str) -> None:
+    env = _merged_env(service)
+    assert not set(env) - SETTINGS_FIELDS - {f"SUSPENSIONS_{name.upper()}_FILE" for name in FILE_SETTINGS}
+    assert env["SUSPENSIONS_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert "SUSPENSIONS_KAFKA_SASL_PASSWORD" not in env  # the secret comes from a file, never the compose file
+    mounts = {volume.split(":")[1] for volume in SECURED[service]["volumes"]}
+    assert env["SUSPENSIONS_KAFKA_SASL_PASSWORD_FILE"].rsplit("/", 1)[0] in mounts
+    assert env["SUSPENSIONS_KAFKA_SSL_CA_FILE"].rsplit("/", 1)[0] in mounts
+    host, port = env["SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS"].split(":")
+    kafka = _merged_env("kafka")
+    assert f"SASL_SSL://{host}:{port}" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert env["SUSPENSIONS_KAFKA_SASL_MECHANISM"] in kafka["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
+    jaas = kafka["KAFKA_LISTENER_NAME_SASL__SSL_PLAIN_SASL_JAAS_CONFIG"]
+    assert f'user_{env["SUSPENSIONS_KAFKA_SASL_USERNAME"]}="$${{file:/tls/users.properties:' in jaas
+
+
+def test_the_certificates_are_made_by_a_one_shot_service_before_the_broker() -> None:
+    assert "make-certs.sh /tls" in " ".join(SECURED["certs"]["entrypoint"])
+    assert SECURED["kafka"]["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    kafka = _merged_env("kafka")
+    assert kafka["KAFKA_SSL_KEYSTORE_LOCATION"] == "/tls/kafka.keystore.pem"
+    assert kafka["KAFKA_SSL_TRUSTSTORE_LOCATION"] == "/tls/ca.pem"
+
+
+def test_the_image_runs_as_a_user_that_is_not_root() -> None:
+    users = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("root", "0")

@@ -3,23 +3,88 @@
 Every knob is an environment variable with the ``SUSPENSIONS_`` prefix. The
 defaults serve the local broker (Tansu: no idempotent producer, short group
 timeouts); ``docker-compose.yml`` sets the production values for Apache Kafka.
+
+Secrets are ``SecretStr`` (shown as ``**********``) and can each come from a file
+named by ``SUSPENSIONS_<NAME>_FILE`` instead (the container-secrets convention).
+Every Kafka client takes its security options from ``kafka_security_options``
+and every PostgreSQL connection its arguments from ``database_connect_args``.
 """
 
 from __future__ import annotations
 
+import os
+import ssl
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from workers.runtime.retry import Backoff
 
+ENV_PREFIX = "SUSPENSIONS_"
+# Settings that may be read from a file named by SUSPENSIONS_<NAME>_FILE.
+FILE_SETTINGS = ("database_url", "database_password", "kafka_sasl_username", "kafka_sasl_password")
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names it and never shows a secret."""
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """``SUSPENSIONS_<NAME>_FILE``: the value of a setting read from a file (trailing newline dropped).
+    A setting given directly in the environment wins over its file."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = f"{ENV_PREFIX}{field_name.upper()}_FILE"
+        path = os.environ.get(variable)
+        if field_name not in FILE_SETTINGS or not path:
+            return None, field_name, False
+        try:
+            return Path(path).read_text().rstrip("\r\n"), field_name, False
+        except OSError as error:
+            raise SettingsError(f"{variable}: cannot read {path}: {error.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, field_name)
+            if value is not None:
+                values[key] = value
+        return values
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SUSPENSIONS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings, file_secret_settings
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # libpq-style URL; TLS by its query parameters (sslmode, sslrootcert, sslcert, sslkey).
     database_url: str = "postgresql://postgres@127.0.0.1:5432/suspensions"
+    # The password apart from the URL, so the URL can be logged (it is redacted anyway).
+    database_password: SecretStr | None = None
+
+    # Kafka security: the same for every client (workers, faust, CLI, lag, topic creation, doctor).
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: Path | None = None  # None: the system's trusted CAs
+    kafka_ssl_cert_file: Path | None = None  # client certificate, for mutual TLS
+    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_check_hostname: bool = True
 
     # Producer: idempotence must be off on the local broker (InitProducerId fails there).
     kafka_enable_idempotence: bool = False
@@ -67,6 +132,52 @@ class Settings(BaseSettings):
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
 
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+                self.kafka_sasl_username and self.kafka_sasl_password):
+            raise SettingsError(f"SUSPENSIONS_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                                "SUSPENSIONS_KAFKA_SASL_USERNAME and SUSPENSIONS_KAFKA_SASL_PASSWORD (or their _FILE)")
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            raise SettingsError("SUSPENSIONS_KAFKA_SSL_CERT_FILE and SUSPENSIONS_KAFKA_SSL_KEY_FILE go together "
+                                "(a client certificate and its key)")
+        return self
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    def kafka_ssl_context(self) -> ssl.SSLContext:
+        """Verifies the broker against the CA file (or the system's CAs), presents the client certificate
+        when one is configured; raises SettingsError naming a file that cannot be used."""
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.kafka_ssl_ca_file) if self.kafka_ssl_ca_file else None)
+            if self.kafka_ssl_cert_file and self.kafka_ssl_key_file:
+                context.load_cert_chain(str(self.kafka_ssl_cert_file), str(self.kafka_ssl_key_file))
+        except (OSError, ssl.SSLError) as error:
+            raise SettingsError(f"Kafka TLS files cannot be used: {error}") from None
+        context.check_hostname = self.kafka_ssl_check_hostname
+        return context
+
+    def kafka_security_options(self) -> dict[str, object]:
+        """Keyword arguments of every aiokafka client (producer, consumer, admin)."""
+        options: dict[str, object] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_uses_tls:
+            options["ssl_context"] = self.kafka_ssl_context()
+        if self.kafka_security_protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None  # checked when the settings were read
+            options.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                           sasl_plain_password=self.kafka_sasl_password.get_secret_value())
+        return options
+
+    def database_connect_args(self) -> dict[str, Any]:
+        """``asyncpg.connect`` / ``create_pool`` arguments: the URL, and the password when set apart."""
+        args: dict[str, Any] = {"dsn": self.database_url}
+        if self.database_password is not None:
+            args["password"] = self.database_password.get_secret_value()
+        return args
+
     @property
     def database_location(self) -> str:
         """The database URL without its password, for messages and logs."""
@@ -78,6 +189,7 @@ class Settings(BaseSettings):
 
     def producer_options(self) -> dict[str, object]:
         return {
+            **self.kafka_security_options(),
             "bootstrap_servers": self.kafka_bootstrap_servers,
             "acks": "all" if self.kafka_acks == "all" else int(self.kafka_acks),
             "enable_idempotence": self.kafka_enable_idempotence,
@@ -88,6 +200,7 @@ class Settings(BaseSettings):
 
     def consumer_options(self, group_id: str | None) -> dict[str, object]:
         return {
+            **self.kafka_security_options(),
             "bootstrap_servers": self.kafka_bootstrap_servers,
             "group_id": group_id,
             "enable_auto_commit": False,

@@ -11,6 +11,8 @@ class WorkerHealth:
     name: str
     kafka_ok: bool = False
     database_ok: bool = True
+    kafka_cause: str | None = None  # why the broker cannot be used, when known (never a secret)
+    database_cause: str | None = None
     assigned_partitions: int = 0
     # True once the group handed this member its share, even an empty one (more members than partitions).
     assignment_received: bool = False
@@ -34,9 +36,11 @@ class WorkerHealth:
     def reasons_not_ready(self) -> list[str]:
         reasons = []
         if not self.kafka_ok:
-            reasons.append("not connected to Kafka")
+            reasons.append(f"not connected to Kafka: {self.kafka_cause}" if self.kafka_cause
+                           else "not connected to Kafka")
         if not self.database_ok:
-            reasons.append("PostgreSQL unreachable")
+            reasons.append(f"PostgreSQL unreachable: {self.database_cause}" if self.database_cause
+                           else "PostgreSQL unreachable")
         if not self.assignment_received:
             reasons.append("no partition assignment yet (joining or rebalancing)")
         return reasons

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from topics import ALL_TOPICS, TopicSpec
+from workers.runtime.broker_check import BrokerCheck, BrokerUnavailable, check_broker
 from workers.runtime.config import Settings
 from workers.runtime.retry import retry
 
@@ -28,48 +29,66 @@ def make_consumer(settings: Settings, group_id: str | None, *topics: str, **over
 
 
 def make_admin(settings: Settings, **overrides: object) -> AIOKafkaAdminClient:
-    options: dict[str, object] = {"bootstrap_servers": settings.kafka_bootstrap_servers,
+    options: dict[str, object] = {**settings.kafka_security_options(),
+                                  "bootstrap_servers": settings.kafka_bootstrap_servers,
                                   "request_timeout_ms": settings.kafka_request_timeout_ms}
     return AIOKafkaAdminClient(**{**options, **overrides})
 
 
-def _log_unreachable(error: BaseException, delay: float) -> None:
-    log.warning("broker unreachable, retrying", extra={"error": repr(error), "backoff_s": delay})
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient,
+                       settings: Settings) -> None:
+    """Start a client; when it cannot, raise BrokerUnavailable with the cause in one line.
+
+    The broker check runs beside the start: a client can wait the whole request timeout on a listener
+    that never answers its protocol, where the check knows the cause within seconds."""
+    starting = asyncio.ensure_future(client.start())
+    checking = asyncio.ensure_future(check_broker(settings))
+    try:
+        await asyncio.wait({starting, checking}, return_when=asyncio.FIRST_COMPLETED)
+        if checking.done() and not checking.result().ok and not starting.done():
+            starting.cancel()
+            raise BrokerUnavailable(checking.result())
+        try:
+            await starting
+        except KafkaError as error:
+            check = await checking
+            if check.ok:  # the broker answers the check: the client's own error is the cause
+                check = BrokerCheck(check.address, f"{type(error).__name__}: {error}")
+            raise BrokerUnavailable(check) from None
+    except BaseException:
+        for task in (starting, checking):
+            task.cancel()
+        await asyncio.gather(starting, checking, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise
+    checking.cancel()
+    await asyncio.gather(checking, return_exceptions=True)
 
 
-async def start_producer(settings: Settings, stop: asyncio.Event | None = None) -> AIOKafkaProducer:
-    """A started producer, waiting for the broker with backoff at start-up."""
+async def start_producer(settings: Settings, stop: asyncio.Event | None = None,
+                         on_unavailable: Callable[[BrokerCheck], None] | None = None) -> AIOKafkaProducer:
+    """A started producer, waiting for the broker with backoff at start-up; each failed attempt is
+    logged once with its cause (and passed to ``on_unavailable``, e.g. for readiness)."""
     async def start() -> AIOKafkaProducer:
         client = make_producer(settings)
-        try:
-            await client.start()
-        except KafkaError:
-            await client.stop()
-            raise
+        await start_client(client, settings)
         return client
 
-    client, _ = await retry(start, (KafkaError,), settings.backoff, _log_unreachable, stop)
+    def unavailable(error: BaseException, delay: float) -> None:
+        check = error.check if isinstance(error, BrokerUnavailable) else BrokerCheck("?", repr(error))
+        log.warning("broker unavailable, retrying", extra={"cause": str(check), "backoff_s": delay})
+        if on_unavailable is not None:
+            on_unavailable(check)
+
+    client, _ = await retry(start, (KafkaError, BrokerUnavailable), settings.backoff, unavailable, stop)
     return client
-
-
-async def broker_answers(settings: Settings) -> bool:
-    """A fresh connection each time: a broker that went away fails fast instead of hanging in retries."""
-    admin = make_admin(settings, request_timeout_ms=3_000)
-    try:
-        await asyncio.wait_for(admin.start(), 3)
-        await asyncio.wait_for(admin.list_topics(), 3)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means not reachable
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
 
 
 @asynccontextmanager
 async def producer(settings: Settings, **overrides: object) -> AsyncIterator[AIOKafkaProducer]:
     client = make_producer(settings, **overrides)
-    await client.start()
+    await start_client(client, settings)
     try:
         yield client
     finally:
@@ -83,7 +102,7 @@ async def create_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOP
     get the broker's defaults (and no compaction).
     """
     admin = make_admin(settings)
-    await admin.start()
+    await start_client(admin, settings)
     try:
         existing = set(await admin.list_topics())
         wanted = [

@@ -67,11 +67,25 @@ def commands_for_record(
     return EVENT_RULES[topic](key, value, settings)
 
 
+def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """The Kafka security settings as faust's own credential objects (its consumer takes no others)."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    context = settings.kafka_ssl_context() if settings.kafka_uses_tls else None
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # checked when the settings were read
+        return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                     password=settings.kafka_sasl_password.get_secret_value(),
+                                     ssl_context=context, mechanism=settings.kafka_sasl_mechanism)
+    return faust.SSLCredentials(context)
+
+
 def faust_app(settings: Settings, group_id: str) -> faust.App:
     """A faust app configured from the settings (the triggers worker's, and the benchmark's floor)."""
     return app_class(settings.kafka_fetch_max_wait_ms)(
         group_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         web_enabled=False,
         topic_disable_leader=True,

@@ -15,9 +15,9 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name.removesuffix(".sql"), (folder / name).read_text()) for name in names]
 
 
-async def migrate(database_url: str) -> list[str]:
+async def migrate(dsn: str, password: str | None = None) -> list[str]:
     """Returns the versions applied by this call."""
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(dsn, password=password)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
         await conn.execute(

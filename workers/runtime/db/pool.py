@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import asyncpg
 
@@ -32,16 +33,25 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     transaction is still rolled back by the pool."""
 
 
-def _log_unreachable(error: BaseException, delay: float) -> None:
-    log.warning("PostgreSQL unreachable, retrying", extra={"error": repr(error), "backoff_s": delay})
+def describe(error: BaseException) -> str:
+    """A database error in one line, without the URL (which may carry a password)."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-async def connect_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
-    """The pool of a worker process, waiting for PostgreSQL with backoff at start-up."""
+async def connect_pool(settings: Settings, stop: asyncio.Event | None = None,
+                       on_unavailable: Callable[[str], None] | None = None) -> asyncpg.Pool:
+    """The pool of a worker process, waiting for PostgreSQL with backoff at start-up; each failed
+    attempt is logged once with its cause (and passed to ``on_unavailable``)."""
+    def unavailable(error: BaseException, delay: float) -> None:
+        log.warning("PostgreSQL unreachable, retrying",
+                    extra={"database": settings.database_location, "cause": describe(error), "backoff_s": delay})
+        if on_unavailable is not None:
+            on_unavailable(describe(error))
+
     pool, _ = await retry(
-        lambda: asyncpg.create_pool(settings.database_url, min_size=1, max_size=2 * settings.batch_max_in_flight + 2,
-                                    timeout=10, reset=_keep_session),
-        TRANSIENT_DB_ERRORS, settings.backoff, _log_unreachable, stop)
+        lambda: asyncpg.create_pool(**settings.database_connect_args(), min_size=1,
+                                    max_size=2 * settings.batch_max_in_flight + 2, timeout=10, reset=_keep_session),
+        (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError), settings.backoff, unavailable, stop)
     return pool
 
 
