@@ -97,18 +97,19 @@ async def fresh_topics(settings: Settings, *names: str, partitions: int = 4) -> 
         await admin.close()
 
 
-def bench_worker(settings: Settings, *workers: str) -> WorkerProcess:
+def bench_worker(settings: Settings, *workers: str, **env: str) -> WorkerProcess:
     """A worker process as production runs it, quiet, its log in a temporary file."""
     log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
     log.close()
     return WorkerProcess(settings, workers, {"SUSPENSIONS_LOG_LEVEL": "WARNING",
-                                              "SUSPENSIONS_LAG_SAMPLE_INTERVAL_S": "0"}, Path(log.name)).start()
+                                              "SUSPENSIONS_LAG_SAMPLE_INTERVAL_S": "0", **env}, Path(log.name)).start()
 
 
 async def measure_worker(settings: Settings, worker_name: str, count: int, case: str, baseline: str,
-                         baseline_rate: float, note: str, emitted: tuple[str, int] | None = None) -> Figure:
+                         baseline_rate: float, note: str, emitted: tuple[str, int] | None = None,
+                         env: dict[str, str] | None = None) -> Figure:
     """Start the worker on the backlog already produced; time it from first record to last."""
-    worker = bench_worker(settings, worker_name)
+    worker = bench_worker(settings, worker_name, **(env or {}))
     try:
         await worker.wait_ready(120)
         seconds = await time_consumption(worker.http_port, count)
@@ -248,7 +249,7 @@ def event_mix(count: int, spaces: int = 20, seed: int = 1) -> tuple[list[tuple[s
         if kind == 0:
             plan = f"probation-{s}" if rng.random() < 0.2 else "standard"
             events.append((CUSTOMER_SIGNUPS.name, customer, base | {"email": f"{customer}@example.com", "plan_id": plan}))
-            expected += (s % 3 == 0) + (plan != "standard")
+            expected += max(1, (s % 3 == 0) + (plan != "standard"))  # a signup always gets a decision
         elif kind == 1:
             plan = f"probation-{s}" if rng.random() < 0.3 else "standard"
             events.append((CUSTOMER_PLAN_CHANGES.name, customer, base | {"plan_id": plan, "previous_plan_id": "x"}))
@@ -279,24 +280,35 @@ async def triggers_case(settings: Settings, count: int, passthrough: float, faus
     return figure
 
 
-def command_stream(count: int, customers: int, seed: int = 2) -> list[tuple[bytes, bytes]]:
+def command_stream(count: int, customers: int, seed: int = 2, prefix: str = "") -> list[tuple[bytes, bytes]]:
     rng = random.Random(seed)
     records = []
     issued = now_iso()
     for i in range(count):
-        customer = f"sc-{rng.randrange(customers)}"
+        customer = f"{prefix}sc-{rng.randrange(customers)}"
         action = "suspend" if rng.random() < 0.7 else "lift"
         reason = rng.choice(["signup", "plan", "crm_stage", "manual"]) if action == "suspend" else "manual"
         records.append((customer.encode(), orjson.dumps({
-            "command_id": f"bcmd-{i}", "issued_at": issued, "space_id": "bench", "customer_id": customer,
+            "command_id": f"{prefix}bcmd-{i}", "issued_at": issued, "space_id": "bench", "customer_id": customer,
             "action": action, "reason": reason, "actor": "system"})))
     return records
 
 
-async def state_case(settings: Settings, count: int, customers: int, persistence: float) -> Figure:
+async def state_case(settings: Settings, count: int, customers: int, persistence: float) -> list[Figure]:
+    """The state worker as deployed (lifecycle events on), and the same work with events off: what the
+    events cost, as a ratio of the two (target: at most 10% less throughput)."""
+    await produce_all(settings, SUSPENSION_COMMANDS.name, command_stream(count, customers, prefix="off-"))
+    off = await measure_worker(settings, "state", count, "state worker, lifecycle events off", "raw persistence",
+                               persistence, f"{customers} customers",
+                               env={"SUSPENSIONS_LIFECYCLE_EVENTS": "false"})
     await produce_all(settings, SUSPENSION_COMMANDS.name, command_stream(count, customers))
-    return await measure_worker(settings, "state", count, "state worker", "raw persistence", persistence,
-                                f"{customers} customers")
+    on = await measure_worker(settings, "state", count, "state worker", "raw persistence", persistence,
+                              f"{customers} customers; lifecycle events on")
+    if on.records_per_s and off.records_per_s:
+        with_events = on.records_per_s / off.records_per_s
+        off.target, off.met = "events on >= 0.9 of off", with_events >= 0.9
+        off.notes.append(f"events on / events off = {with_events:.2f}")
+    return [on, off]
 
 
 async def billing_case(settings: Settings, count: int, customers: int, persistence: float) -> Figure:
@@ -317,7 +329,9 @@ async def billing_case(settings: Settings, count: int, customers: int, persisten
 WARM_UP_LIMIT_S = 60.0
 
 
-async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figure:
+async def end_to_end_case(settings: Settings, rate: int, seconds: float, keep_suspended: bool = True) -> Figure:
+    """Signup to its decision on `suspension.state`: a suspension in a space that keeps new members
+    suspended, the first state record (not suspended) in one that lets them in."""
     space = f"e2e-{uuid.uuid4().hex[:6]}"
     # One process per worker, as docker-compose deploys them.
     worker = bench_worker(settings, "triggers")
@@ -332,7 +346,8 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figu
         # The worker loaded the earlier cases' settings too: wait for one more than it had.
         known = await asyncio.to_thread(metric_total, worker.http_port, "suspensions_settings_records_total")
         await producer.send_and_wait(SETTINGS_SIGNUP.name, orjson.dumps(
-            {"space_id": space, "keep_new_members_suspended": True, "updated_at": now_iso()}), key=space.encode())
+            {"space_id": space, "keep_new_members_suspended": keep_suspended, "updated_at": now_iso()}),
+            key=space.encode())
         while await asyncio.to_thread(metric_total, worker.http_port, "suspensions_settings_records_total") <= known:
             await asyncio.sleep(0.05)
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -406,7 +421,8 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float) -> Figu
     ordered = sorted(latencies)
     p50 = statistics.median(ordered) * 1000
     p99 = ordered[int(len(ordered) * 0.99) - 1] * 1000
-    figure = Figure("end to end (signup to state record)", len(ordered), p50_ms=p50, p99_ms=p99,
+    kind = "suspended" if keep_suspended else "admitted"
+    figure = Figure(f"end to end (signup to decision: {kind})", len(ordered), p50_ms=p50, p99_ms=p99,
                     seconds=seconds, target="p99 < 100 ms, p50 < 25 ms", met=p99 < 100 and p50 < 25)
     figure.notes.append(f"steady {rate} events/s for {seconds:.0f} s; triggers and state in one process each")
     figure.notes.append(f"after {warm_up_s:.1f} s of warm-up at the same rate" +

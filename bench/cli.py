@@ -84,6 +84,7 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
             ("state", lambda: cases.state_case(settings, events, size["state_customers"], persistence)),
             ("billing", lambda: cases.billing_case(settings, events, size["billing_customers"], persistence)),
             ("e2e", lambda: cases.end_to_end_case(settings, 1_000, size["e2e_seconds"])),
+            ("e2e", lambda: cases.end_to_end_case(settings, 1_000, size["e2e_seconds"], keep_suspended=False)),
             ("bulk", lambda: cases.bulk_case(settings, size["bulk_lines"])),
             ("memory", lambda: cases.memory_case(settings, size["known_customers"], size["memory_traffic"])),
         ]

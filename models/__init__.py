@@ -1,10 +1,11 @@
 """Typed records of the wire contract (docs/contract.md) and their JSON codec: the lowest layer."""
 
 from models.base import ID_MAX_LENGTH, TEXT_MAX_LENGTH, ContractModel, DecodeError, decode, encode, utc_iso
-from models.commands import Action, Cause, MissedInvoices, Reason, SuspensionCommand
+from models.commands import Action, Cause, MissedInvoices, Reason, Source, SuspensionCommand
 from models.deadletter import DeadLetter
 from models.events import CrmOpportunityEvent, CustomerSignup, PlanChange
 from models.invoices import AcceptedInvoiceJob, DroppedInvoiceJob, InvoiceJob
+from models.lifecycle import EventType, LifecycleEvent, encode_lifecycle_event, event_id_for
 from models.settings_records import CrmStageSetting, PlanSetting, SignupSetting
 from models.state import STATE_FIELDS, CustomerState, SuspensionState, encode_state
 
@@ -23,16 +24,21 @@ __all__ = [
     "DeadLetter",
     "DecodeError",
     "DroppedInvoiceJob",
+    "EventType",
     "InvoiceJob",
+    "LifecycleEvent",
     "MissedInvoices",
     "PlanChange",
     "PlanSetting",
     "Reason",
     "SignupSetting",
+    "Source",
     "SuspensionCommand",
     "SuspensionState",
     "decode",
     "encode",
+    "encode_lifecycle_event",
     "encode_state",
+    "event_id_for",
     "utc_iso",
 ]

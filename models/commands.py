@@ -13,6 +13,9 @@ from models.base import ContractModel, Id, Text, Timestamp
 class Action(StrEnum):
     SUSPEND = "suspend"
     LIFT = "lift"
+    # (addition) The decision for a signup that suspends nothing: the customer's first state, not
+    # suspended. A no-op for a customer the service knows already.
+    REGISTER = "register"
 
 
 class Reason(StrEnum):
@@ -26,6 +29,24 @@ class MissedInvoices(StrEnum):
     BILL = "bill"
     WAIVE = "waive"
 
+
+class Source(StrEnum):
+    """What issued a command (addition): carried into the lifecycle events."""
+
+    SIGNUP_RULE = "signup_rule"
+    PLAN_RULE = "plan_rule"
+    CRM_STAGE_RULE = "crm_stage_rule"
+    OPERATOR_CLI = "operator_cli"
+    OPERATOR_API = "operator_api"
+    BULK = "bulk"
+    SCHEDULE = "schedule"
+
+
+# The source a command has when it names none: its rule, or the operators' CLI for a manual one.
+SOURCE_OF_REASON = {
+    "signup": Source.SIGNUP_RULE, "plan": Source.PLAN_RULE, "crm_stage": Source.CRM_STAGE_RULE,
+    "manual": Source.OPERATOR_CLI,
+}
 
 Actor = Annotated[str, StringConstraints(pattern=r"^(system|admin:[^\s]{1,100})$")]
 
@@ -46,6 +67,7 @@ class SuspensionCommand(ContractModel):
     note: Text | None = None
     cause: Cause | None = None
     missed_invoices: MissedInvoices | None = None
+    source: Source | None = None  # (addition) optional; derived from the reason when absent
 
     @model_validator(mode="after")
     def _missed_invoices_only_on_lift(self) -> SuspensionCommand:
@@ -56,3 +78,7 @@ class SuspensionCommand(ContractModel):
     @property
     def missed_invoices_or_default(self) -> MissedInvoices:
         return self.missed_invoices or MissedInvoices.BILL
+
+    @property
+    def source_or_default(self) -> Source:
+        return self.source or SOURCE_OF_REASON[self.reason]

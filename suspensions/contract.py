@@ -16,6 +16,28 @@ def _message_name(spec: TopicSpec) -> str:
     return spec.value_model.__name__
 
 
+CLOUDEVENTS_HEADERS = {
+    "ce_specversion": {"type": "string", "const": "1.0"},
+    "ce_id": {"type": "string", "description": "the record's id: event_id, or customer_id:version on the state"},
+    "ce_source": {"type": "string", "description": "/suspensions"},
+    "ce_type": {"type": "string", "description": "suspensions.state, or suspensions.<event type>"},
+    "ce_time": {"type": "string", "format": "date-time"},
+    "ce_subject": {"type": "string", "description": "the customer_id"},
+    "content-type": {"type": "string", "const": "application/json"},
+}
+
+
+def _headers(spec: TopicSpec) -> dict[str, Any]:
+    """The headers the service sets on the records it publishes (an upstream's records may carry none)."""
+    properties: dict[str, Any] = {spec.id_header: {"type": "string", "description": "the record's id, "
+                                                   "for deduplication (where the service publishes)"}}
+    if spec.cloudevents:
+        properties |= CLOUDEVENTS_HEADERS
+    return {"type": "object", "properties": properties,
+            "description": "CloudEvents binary mode (Kafka protocol binding) and the id header"
+                           if spec.cloudevents else f"{spec.id_header} where the service publishes"}
+
+
 def asyncapi_document() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -34,7 +56,7 @@ def asyncapi_document() -> dict[str, Any]:
             "name": message,
             "contentType": "application/json",
             "payload": {"$ref": f"#/components/schemas/{message}"},
-            "headers": {"type": "object", "description": f"{spec.id_header} where the service publishes"},
+            "headers": _headers(spec),
         }
         channels[channel_id] = {
             "address": spec.name,

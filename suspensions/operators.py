@@ -16,7 +16,7 @@ from typing import TextIO
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from models import ID_MAX_LENGTH, TEXT_MAX_LENGTH, Action, MissedInvoices, Reason, SuspensionCommand
+from models import ID_MAX_LENGTH, TEXT_MAX_LENGTH, Action, MissedInvoices, Reason, Source, SuspensionCommand
 from suspensions.queries import command_outcomes
 from workers.runtime.publishing import command_record, publish_all
 
@@ -29,6 +29,7 @@ def manual_command(
     note: str | None = None,
     missed_invoices: MissedInvoices | None = None,
     command_id: str | None = None,
+    source: Source = Source.OPERATOR_CLI,
 ) -> SuspensionCommand:
     """Raises pydantic.ValidationError when an argument breaks the contract (e.g. actor)."""
     return SuspensionCommand(
@@ -41,6 +42,7 @@ def manual_command(
         actor=actor,
         note=note or None,
         missed_invoices=missed_invoices if action is Action.LIFT else None,
+        source=source,
     )
 
 
@@ -161,5 +163,6 @@ def count_outcomes(summary: BulkSummary, outcomes: dict[str, str], command_ids: 
 def bulk_command(
     action: Action, line: BulkLine, actor: str, missed_invoices: MissedInvoices | None
 ) -> SuspensionCommand:
-    return manual_command(action, line.customer_id, line.space_id, actor, line.note, missed_invoices)
+    return manual_command(action, line.customer_id, line.space_id, actor, line.note, missed_invoices,
+                          source=Source.BULK)
 

@@ -25,6 +25,7 @@ from topics import (
     INVOICE_JOBS_ACCEPTED,
     INVOICE_JOBS_DROPPED,
     SUSPENSION_COMMANDS,
+    SUSPENSION_EVENTS,
     SUSPENSION_STATE,
 )
 from workers.runtime.config import Settings
@@ -63,7 +64,7 @@ async def workers(settings: Settings) -> AsyncIterator[WorkerProcess]:
 async def tail(settings: Settings) -> AsyncIterator[TopicTail]:
     reader = await TopicTail(
         settings,
-        (SUSPENSION_STATE.name, SUSPENSION_COMMANDS.name, INVOICE_JOBS_ACCEPTED.name,
+        (SUSPENSION_STATE.name, SUSPENSION_EVENTS.name, SUSPENSION_COMMANDS.name, INVOICE_JOBS_ACCEPTED.name,
          INVOICE_JOBS_DROPPED.name, DEADLETTER.name),
     ).start()
     yield reader

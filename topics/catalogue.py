@@ -13,6 +13,7 @@ from models import (
     DeadLetter,
     DroppedInvoiceJob,
     InvoiceJob,
+    LifecycleEvent,
     PlanChange,
     PlanSetting,
     SignupSetting,
@@ -32,6 +33,10 @@ class TopicSpec:
     partitions: int | None = None
     # The header that carries each record's id where the service publishes, for deduplication.
     id_header: str = "record_id"
+    # Raised only for a change that breaks readers or writers (docs/contract.md, "Evolution").
+    version: int = 1
+    # Records carry CloudEvents headers (binary mode of the Kafka protocol binding); the value stays plain.
+    cloudevents: bool = False
 
     def configs(self) -> dict[str, str]:
         return {"cleanup.policy": "compact" if self.compacted else "delete"}
@@ -50,7 +55,10 @@ SUSPENSION_COMMANDS = TopicSpec(
     "suspension.commands", "customer_id", SuspensionCommand, direction="internal", id_header="command_id"
 )
 SUSPENSION_STATE = TopicSpec(
-    "suspension.state", "customer_id", SuspensionState, compacted=True, direction="outbound"
+    "suspension.state", "customer_id", SuspensionState, compacted=True, direction="outbound", cloudevents=True
+)
+SUSPENSION_EVENTS = TopicSpec(
+    "suspension.events", "customer_id", LifecycleEvent, direction="outbound", cloudevents=True
 )
 INVOICE_JOBS_ACCEPTED = TopicSpec(
     "invoice.jobs.accepted", "customer_id", AcceptedInvoiceJob, direction="outbound"
@@ -69,6 +77,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     INVOICE_JOBS,
     SUSPENSION_COMMANDS,
     SUSPENSION_STATE,
+    SUSPENSION_EVENTS,
     INVOICE_JOBS_ACCEPTED,
     INVOICE_JOBS_DROPPED,
     DEADLETTER,

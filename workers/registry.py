@@ -20,6 +20,7 @@ from topics import (
     INVOICE_JOBS_DROPPED,
     SETTINGS_TOPICS,
     SUSPENSION_COMMANDS,
+    SUSPENSION_EVENTS,
     SUSPENSION_STATE,
     TopicSpec,
 )
@@ -58,9 +59,10 @@ STATE = WorkerSpec(
     name="state",
     group=lambda settings: settings.state_group,
     reads=(SUSPENSION_COMMANDS,),
-    writes=(SUSPENSION_STATE, INVOICE_JOBS_ACCEPTED, DEADLETTER),
+    writes=(SUSPENSION_STATE, SUSPENSION_EVENTS, INVOICE_JOBS_ACCEPTED, DEADLETTER),
     needs_database=True,
-    build=lambda context: BatchWorker(context, SUSPENSION_COMMANDS.name, StateHandler(context.name, context.metrics)),
+    build=lambda context: BatchWorker(context, SUSPENSION_COMMANDS.name, StateHandler(
+        context.name, context.metrics, context.settings.lifecycle_events)),
 )
 BILLING = WorkerSpec(
     name="billing",

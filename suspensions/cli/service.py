@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,6 +34,17 @@ def contract_asyncapi() -> None:
     from suspensions.contract import asyncapi_document
 
     sys.stdout.write(json.dumps(asyncapi_document(), indent=2) + "\n")
+
+
+@contract_app.command("schemas")
+def contract_schemas(
+    folder: Annotated[Path, typer.Argument(help="Where to write one JSON file per topic.")] = Path("docs/schemas"),
+) -> None:
+    """Write the JSON Schema of every topic's records (key, version, value); docs/schemas is this output."""
+    from topics.schemas import write_documents
+
+    written = write_documents(folder)
+    console.print(f"wrote {len(written)} schema(s) to {folder}")
 
 
 @db_app.command("migrate")

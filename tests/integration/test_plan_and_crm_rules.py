@@ -41,10 +41,13 @@ async def test_plan_at_signup_and_by_plan_change(
 
     for customer, topic, event in ((at_signup, CUSTOMER_SIGNUPS.name, joined),
                                    (by_change, CUSTOMER_PLAN_CHANGES.name, changed)):
-        [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
-        assert state["suspended"] and state["reasons"] == ["plan"]
-        [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=customer)
+        [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer, suspended=True)
+        assert state["reasons"] == ["plan"]
+        [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=customer, action="suspend")
         assert command["cause"] == {"topic": topic, "event_id": event["event_id"]}
+    # The signup on the standard plan was decided (not suspended) before the change suspended.
+    assert [(s["version"], s["suspended"]) for s in tail.matching(SUSPENSION_STATE.name, customer_id=by_change)] == [
+        (1, False), (2, True)]
     # The standard plan never fired: only the later probation change did (the two differ by event id).
     await tail.wait_for(SUSPENSION_STATE.name, customer_id=unaffected)
     [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=unaffected)

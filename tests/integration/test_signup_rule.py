@@ -54,7 +54,11 @@ async def test_signup_in_space_that_keeps_new_members_suspended(
     assert row["suspended"] and row["version"] == 1 and row["last_command_id"] == command["command_id"]
 
     await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=active, reason="plan")
-    assert [c["reason"] for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=active)] == ["plan"]
+    # The first signup suspended nothing: its decision is a register, then the marker's plan suspension.
+    assert [(c["action"], c["reason"]) for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=active)] == [
+        ("register", "signup"), ("suspend", "plan")]
+    decided = await tail.wait_for(SUSPENSION_STATE.name, count=2, customer_id=active)
+    assert [(s["version"], s["suspended"], s["reasons"]) for s in decided] == [(1, False, []), (2, True, ["plan"])]
 
 
 async def test_duplicate_signup_gives_one_transition(
@@ -117,7 +121,7 @@ async def test_redelivered_command_is_a_noop(
         (SUSPENSION_COMMANDS.name, b'\xff\xfe\x00garbage', "Invalid JSON"),
         (SUSPENSION_COMMANDS.name, b'{"command_id": "c", "issued_at": "2026-11-25T10:00:00Z", "space_id": "s",'
                                    b' "customer_id": "KEY", "action": "delete", "reason": "manual",'
-                                   b' "actor": "system"}', "action: Input should be 'suspend' or 'lift'"),
+                                   b' "actor": "system"}', "action: Input should be 'suspend', 'lift' or 'register'"),
     ],
 )
 async def test_bad_records_go_to_deadletter(

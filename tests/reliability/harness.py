@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from models import SuspensionCommand, decode
+from models import SuspensionCommand, decode, event_id_for
 from tests.integration import builders
 from tests.support import uid, wait_until
 from workers.runtime.config import Settings
@@ -142,6 +142,15 @@ async def assert_state_matches_oracle(settings: Settings, stream: Sequence[dict[
         states, lambda record: f"{record['customer_id']}:{record['version']}",
         {f"{customer}:{version}" for customer, state in expected.items() for version in range(1, state.version + 1)},
         allowed_repeats)
+    # The lifecycle events: one per change, each once (a repeat carries the same event_id and content).
+    events = [record for _, record in await read_topic(settings, "suspension.events")
+              if record["customer_id"] in stream_customers]
+    assert_each_published_once(
+        events, lambda record: record["event_id"],
+        {event_id_for(customer, version) for customer, state in expected.items()
+         for version in range(1, state.version + 1)},
+        allowed_repeats)
+    assert all(record["event_id"] == event_id_for(record["customer_id"], record["version"]) for record in events)
 
 
 def assert_each_published_once(records: Sequence[dict[str, Any]], identity: Callable[[dict[str, Any]], str],

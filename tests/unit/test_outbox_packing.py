@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.runtime.outbox import pack_records, unpack_records
+from workers.runtime.outbox import FORMAT_PLAIN, pack_records, unpack_records
 from workers.runtime.publishing import OutgoingRecord
 
 records = st.builds(
@@ -15,6 +15,8 @@ records = st.builds(
     value=st.binary(max_size=3000),
     record_id=st.none() | st.text(min_size=1, max_size=300),
     source_partition=st.just(2),
+    extra_headers=st.lists(st.tuples(st.text(min_size=1, max_size=40), st.binary(max_size=200)),
+                           max_size=8).map(tuple),
 )
 
 
@@ -26,3 +28,10 @@ def test_packed_records_round_trip_in_order(batch: list[OutgoingRecord]) -> None
 def test_an_empty_batch_packs_to_nothing() -> None:
     assert pack_records([]) == b""
     assert unpack_records(b"", 0) == []
+
+
+@given(st.lists(records, max_size=10))
+def test_rows_written_before_headers_were_packed_still_read(batch: list[OutgoingRecord]) -> None:
+    """Rows of format 1 (before migration 004) carry no headers beyond the record id."""
+    plain = [OutgoingRecord(r.topic, r.key, r.value, r.record_id, r.source_partition) for r in batch]
+    assert unpack_records(pack_records(plain, FORMAT_PLAIN), 2, FORMAT_PLAIN) == plain

@@ -58,7 +58,8 @@ def test_trigger_rules_never_crash(raw: bytes, topic: str, key: bytes) -> None:
         commands = commands_for_record(topic, key, raw, SettingsSnapshot())
     except DecodeError:
         return
-    assert commands == []  # no setting is on
+    # No setting is on: only a signup gets a command, its decision not to suspend.
+    assert [c.action for c in commands] == ([Action.REGISTER] if topic == "customer.signups" else [])
 
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
@@ -89,6 +90,8 @@ def test_folding_any_batch_keeps_the_invariants(batch: list[SuspensionCommand]) 
             assert state is not None and state.version == versions.get(command.customer_id, 0) + 1
             versions[command.customer_id] = state.version
             assert state.suspended == bool(state.reasons)
+            if command.action is Action.REGISTER:  # a decision never rewrites a known customer
+                assert state.version == 1 and not state.suspended
             assert len(set(state.reasons)) == len(state.reasons)
         elif transition.outcome is Outcome.REJECTED:
             assert state is not None and state.space_id != command.space_id

@@ -19,6 +19,7 @@ CONTRACT_TOPICS = {
     "invoice.jobs": ("customer_id", False),
     "suspension.commands": ("customer_id", False),
     "suspension.state": ("customer_id", True),
+    "suspension.events": ("customer_id", False),
     "invoice.jobs.accepted": ("customer_id", False),
     "invoice.jobs.dropped": ("customer_id", False),
     "deadletter": ("original key", False),
@@ -31,7 +32,7 @@ def _contract_text() -> str:
 
 
 def _table_rows(text: str, heading: str) -> list[list[str]]:
-    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    section = text.split(f"## {heading}\n", 1)[1].split("\n#", 1)[0]
     rows = [[cell.strip().strip("`") for cell in line.strip().strip("|").split("|")]
             for line in section.splitlines() if line.startswith("| ")]
     return rows[1:]  # without the header row
@@ -56,6 +57,8 @@ def test_the_contract_document_names_every_header_and_field() -> None:
     headers = {(row[0], row[1]) for row in _table_rows(text, "Headers *(addition)*")}
     published = {spec for spec in ALL_TOPICS if spec.direction != "inbound"}
     assert headers == {(spec.name, spec.id_header) for spec in published}
+    ce_rows = {row[0] for row in _table_rows(text, "CloudEvents *(addition)*")}
+    assert ce_rows == {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "content-type"}
     documented = set(re.findall(r"`([a-z0-9_]+)`", text))
     for spec in ALL_TOPICS:
         missing = set(spec.value_model.model_fields) - documented

@@ -103,3 +103,53 @@ def test_hot_path_state_encoding_equals_the_contract_model() -> None:
         fast = decode(SuspensionState, encode_state(state))
         assert fast == state.to_record()
         assert encode(fast) == encode(state.to_record())
+
+
+def test_register_decides_an_unknown_customer_and_never_rewrites_a_known_one() -> None:
+    first = apply_command(None, cmd(Action.REGISTER, Reason.SIGNUP), NOW)
+    assert first.outcome is Outcome.CHANGED and first.state is not None
+    assert (first.state.suspended, first.state.reasons, first.state.version, first.state.suspended_at) == (
+        False, (), 1, None)
+    for known in (suspended(), first.state):  # a replayed signup: suspended stays suspended
+        again = apply_command(known, cmd(Action.REGISTER, Reason.SIGNUP, command_id="k2"), NOW)
+        assert again.outcome is Outcome.NOOP and again.state is known
+
+
+def test_each_change_has_its_event_type() -> None:
+    from models import EventType
+    from workers.state.handler import event_type
+
+    admitted = apply_command(None, cmd(Action.REGISTER, Reason.SIGNUP), NOW).state
+    assert admitted is not None
+    first = suspended((Reason.SIGNUP,))
+    second = suspended((Reason.SIGNUP, Reason.PLAN), version=2)
+    lifted = CustomerState("c1", "s1", False, (), T0, NOW, 3, NOW, "k3")
+    assert event_type(None, admitted) is EventType.ADMITTED
+    assert event_type(None, first) is EventType.SUSPENDED
+    assert event_type(admitted, first) is EventType.SUSPENDED
+    assert event_type(first, second) is EventType.REASON_ADDED
+    assert event_type(second, lifted) is EventType.LIFTED
+    assert event_type(lifted, suspended(version=4)) is EventType.SUSPENDED
+
+
+def test_hot_path_event_encoding_equals_the_contract_model() -> None:
+    from aiokafka.structs import ConsumerRecord
+
+    from models import Cause, LifecycleEvent, decode, encode
+    from workers.state.handler import lifecycle_record
+    from workers.state.transitions import Applied
+
+    command = SuspensionCommand(command_id="k9", issued_at=T0, space_id="s1", customer_id="c1", action=Action.LIFT,
+                                reason=Reason.MANUAL, actor="admin:ops", note="paid", missed_invoices=MissedInvoices.WAIVE,
+                                cause=Cause(topic="t", event_id="e"))
+    before = suspended((Reason.SIGNUP, Reason.PLAN), version=2)
+    transition = apply_command(before, command, NOW)
+    record = ConsumerRecord("suspension.commands", 1, 5, 0, 0, b"c1", b"{}", None, 2, 2, ())
+    out = lifecycle_record(Applied(command, 0, transition, before), record, "2026-11-25T11:00:00.123456Z",
+                           ['{"job_id": "j1"}', '{"job_id": "j2"}'])
+    event = decode(LifecycleEvent, out.value)
+    assert encode(event) == out.value
+    assert (event.type, event.version, event.reasons_before, event.reasons_after) == (
+        "lifted", 3, [Reason.SIGNUP, Reason.PLAN], [])
+    assert (event.source, event.invoices_waived, event.invoices_billed) == ("operator_cli", ["j1", "j2"], None)
+    assert out.record_id == event.event_id and dict(out.extra_headers)["ce_type"] == b"suspensions.lifted"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from models import (
+    Action,
     CrmOpportunityEvent,
     CrmStageSetting,
     CustomerSignup,
@@ -47,8 +48,13 @@ def test_signup_rule_per_space() -> None:
     assert (command.reason, command.actor, command.action.value) == (Reason.SIGNUP, "system", "suspend")
     assert command.cause is not None and command.cause.topic == "customer.signups"
     assert command.issued_at == AT
-    assert commands_for_signup(signup("s2"), snapshot()) == []
-    assert commands_for_signup(signup("unknown-space"), snapshot()) == []
+    # A signup that suspends nothing still gets a decision: register (the first state, not suspended).
+    for space in ("s2", "unknown-space"):
+        [decision] = commands_for_signup(signup(space), snapshot())
+        assert (decision.action, decision.reason, decision.actor) == (Action.REGISTER, Reason.SIGNUP, "system")
+        assert decision.cause is not None and decision.cause.event_id == "e1"
+        assert decision.command_id != command.command_id
+        assert decision.command_id == commands_for_signup(signup(space), snapshot())[0].command_id  # replay-safe
 
 
 def test_signup_with_a_flagged_plan_fires_both_rules_with_distinct_ids() -> None:

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     # transaction), so one batch's Python work overlaps another's wait for PostgreSQL.
     batch_max_in_flight: int = Field(default=2, ge=1)
 
+    # Lifecycle events on suspension.events, one per change (off only to measure what they cost).
+    lifecycle_events: bool = True
+
     # Consumer groups, one per worker.
     triggers_group: str = "suspensions-triggers"
     state_group: str = "suspensions-state"

@@ -26,9 +26,14 @@ _I32 = struct.Struct(">i")
 # --- the packed row format --------------------------------------------------------------------
 
 
-def pack_records(records: Iterable[OutgoingRecord]) -> bytes:
+FORMAT_PLAIN = 1  # rows written before migration 004: no headers beyond the record id
+FORMAT_HEADERS = 2  # every row written now
+
+
+def pack_records(records: Iterable[OutgoingRecord], packing: int = FORMAT_HEADERS) -> bytes:
     """Records to publish, in order, as one value: per record a u16-prefixed topic, an i32-prefixed key
-    (-1 for none), an i32-prefixed value and a u16-prefixed record id (empty for none). One outbox row
+    (-1 for none), an i32-prefixed value and a u16-prefixed record id (empty for none), then (format 2)
+    a u16 count of other headers, each a u16-prefixed name and an i32-prefixed value. One outbox row
     per batch and source partition costs one insert and one delete, where a row per record cost one of
     each per record."""
     parts: list[bytes] = []
@@ -40,6 +45,11 @@ def pack_records(records: Iterable[OutgoingRecord]) -> bytes:
         else:
             parts += (_I32.pack(len(record.key)), record.key)
         parts += (_I32.pack(len(record.value)), record.value, _U16.pack(len(record_id)), record_id)
+        if packing == FORMAT_HEADERS:
+            parts.append(_U16.pack(len(record.extra_headers)))
+            for name, value in record.extra_headers:
+                encoded = name.encode()
+                parts += (_U16.pack(len(encoded)), encoded, _I32.pack(len(value)), value)
     return b"".join(parts)
 
 
@@ -51,7 +61,7 @@ def _read_field(packed: bytes, at: int, prefix: struct.Struct) -> tuple[bytes | 
     return packed[at:at + size], at + size
 
 
-def unpack_records(packed: bytes, source_partition: int) -> list[OutgoingRecord]:
+def unpack_records(packed: bytes, source_partition: int, packing: int = FORMAT_HEADERS) -> list[OutgoingRecord]:
     """The inverse of ``pack_records``."""
     records: list[OutgoingRecord] = []
     at = 0
@@ -62,7 +72,18 @@ def unpack_records(packed: bytes, source_partition: int) -> list[OutgoingRecord]
         record_id, at = _read_field(packed, at, _U16)
         if topic is None or value is None or record_id is None:
             raise ValueError("corrupt outbox row: a length-prefixed field is missing")
-        records.append(OutgoingRecord(topic.decode(), key, value, record_id.decode() or None, source_partition))
+        headers: list[tuple[str, bytes]] = []
+        if packing == FORMAT_HEADERS:
+            (count,) = _U16.unpack_from(packed, at)
+            at += _U16.size
+            for _ in range(count):
+                name, at = _read_field(packed, at, _U16)
+                header, at = _read_field(packed, at, _I32)
+                if name is None or header is None:
+                    raise ValueError("corrupt outbox row: a header is missing")
+                headers.append((name.decode(), header))
+        records.append(OutgoingRecord(topic.decode(), key, value, record_id.decode() or None, source_partition,
+                                      extra_headers=tuple(headers)))
     return records
 
 
@@ -80,8 +101,8 @@ async def replace_rows(conn: asyncpg.Connection, source_topic: str, records: Seq
         by_partition.setdefault(record.source_partition, []).append(record)
     rows = await conn.fetch(
         "WITH published AS (DELETE FROM outbox WHERE id = ANY($4::bigint[])) "
-        "INSERT INTO outbox (source_topic, source_partition, records) "
-        "SELECT $1, * FROM unnest($2::int[], $3::bytea[]) RETURNING id",
+        f"INSERT INTO outbox (source_topic, source_partition, records, format) "
+        f"SELECT $1, *, {FORMAT_HEADERS} FROM unnest($2::int[], $3::bytea[]) RETURNING id",
         source_topic, list(by_partition), [pack_records(group) for group in by_partition.values()],
         list(published_ids),
     )
@@ -93,11 +114,12 @@ async def pending_rows(
 ) -> tuple[list[int], list[OutgoingRecord]]:
     """Rows left unpublished for these source partitions: their ids, and their records in order."""
     rows = await conn.fetch(
-        "SELECT id, source_partition, records FROM outbox "
+        "SELECT id, source_partition, records, format FROM outbox "
         "WHERE source_topic = $1 AND source_partition = ANY($2::int[]) ORDER BY id",
         source_topic, list(partitions),
     )
-    records = [record for row in rows for record in unpack_records(row["records"], row["source_partition"])]
+    records = [record for row in rows
+               for record in unpack_records(row["records"], row["source_partition"], row["format"])]
     return [row["id"] for row in rows], records
 
 

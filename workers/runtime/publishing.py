@@ -31,15 +31,31 @@ class OutgoingRecord:
     record_id: str | None  # travels as a header so consumers can deduplicate; None: no header
     source_partition: int = 0  # the partition of the record that caused it (groups the outbox rows)
     event_time: float | None = None  # for the latency metric only; not stored
+    extra_headers: tuple[tuple[str, bytes], ...] = ()  # e.g. CloudEvents attributes; stored in the outbox
 
     def headers(self) -> list[tuple[str, bytes]]:
         if self.record_id is None:
-            return []
+            return list(self.extra_headers)
         try:
             name = by_name(self.topic).id_header
         except KeyError:  # a topic outside the catalogue (benchmarks): the default header
             name = "record_id"
-        return [(name, self.record_id.encode())]
+        return [(name, self.record_id.encode()), *self.extra_headers]
+
+
+CLOUDEVENTS_SOURCE = b"/suspensions"
+_JSON = b"application/json"
+_SPEC_VERSION = b"1.0"
+
+
+def cloudevent_headers(ce_id: str, ce_type: str, ce_time: str, subject: str) -> tuple[tuple[str, bytes], ...]:
+    """CloudEvents attributes in binary mode (the Kafka protocol binding): one header each, the record
+    value staying the plain JSON record, so consumers that ignore headers see no change."""
+    return (
+        ("ce_specversion", _SPEC_VERSION), ("ce_id", ce_id.encode()), ("ce_source", CLOUDEVENTS_SOURCE),
+        ("ce_type", ce_type.encode()), ("ce_time", ce_time.encode()), ("ce_subject", subject.encode()),
+        ("content-type", _JSON),
+    )
 
 
 def command_record(command: SuspensionCommand, source_partition: int = 0) -> OutgoingRecord:

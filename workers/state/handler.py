@@ -11,22 +11,33 @@ import asyncpg
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from models import Action, CustomerState, MissedInvoices, SuspensionCommand, encode_state
-from topics import INVOICE_JOBS_ACCEPTED, SUSPENSION_STATE
+from models import (
+    Action,
+    CustomerState,
+    EventType,
+    MissedInvoices,
+    SuspensionCommand,
+    encode_lifecycle_event,
+    encode_state,
+    event_id_for,
+    utc_iso,
+)
+from topics import INVOICE_JOBS_ACCEPTED, SUSPENSION_EVENTS, SUSPENSION_STATE
 from workers.runtime.db import repository
 from workers.runtime.db.repository import HistoryRow
 from workers.runtime.deadletters import dead_letter, decode_customer_records
 from workers.runtime.metrics import Metrics
-from workers.runtime.publishing import OutgoingRecord
+from workers.runtime.publishing import OutgoingRecord, cloudevent_headers
 from workers.state.transitions import Applied, Outcome, plan_batch
 
 log = logging.getLogger(__name__)
 
 
 class StateHandler:
-    def __init__(self, worker: str, metrics: Metrics) -> None:
+    def __init__(self, worker: str, metrics: Metrics, lifecycle_events: bool = True) -> None:
         self.worker = worker
         self.metrics = metrics
+        self.lifecycle_events = lifecycle_events
 
     async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
         now = datetime.now(UTC)
@@ -39,6 +50,7 @@ class StateHandler:
         history: list[HistoryRow] = []
         outcomes: list[tuple[str, str]] = []
         counts: Counter[tuple[Outcome, str, str]] = Counter()
+        changes: list[Applied] = []
         settlements: dict[str, Applied] = {}  # the first lift that ended each customer's suspension
         for applied in plan.applied:
             command, transition = applied.command, applied.transition
@@ -55,19 +67,21 @@ class StateHandler:
             if transition.outcome is Outcome.CHANGED:
                 state = transition.state
                 assert state is not None
-                outputs[applied.position] = [OutgoingRecord(
-                    topic=SUSPENSION_STATE.name, key=record.key, value=encode_state(state),
-                    record_id=f"{state.customer_id}:{state.version}", source_partition=record.partition,
-                    event_time=command.issued_at.timestamp(),
-                )]
+                outputs[applied.position] = [state_record(state, record, command.issued_at.timestamp())]
+                changes.append(applied)
                 if transition.settle_missed_invoices is not None:
                     settlements.setdefault(command.customer_id, applied)
 
-        if settlements:
-            for customer_id, jobs in (await self._settle_missed(conn, settlements, now)).items():
-                applied = settlements[customer_id]
-                outputs[applied.position].extend(
-                    rebilled_record(job, records[applied.position]) for job in jobs)
+        settled = await self._settle_missed(conn, settlements, now) if settlements else {}
+        occurred_at = utc_iso(now)
+        for applied in changes:
+            record = records[applied.position]
+            customer_id = applied.command.customer_id
+            jobs = settled.get(customer_id, ("", []))[1] if settlements.get(customer_id) is applied else []
+            if self.lifecycle_events:
+                outputs[applied.position].append(lifecycle_record(applied, record, occurred_at, jobs))
+            if jobs and applied.transition.settle_missed_invoices is MissedInvoices.BILL:
+                outputs[applied.position].extend(rebilled_record(job, record) for job in jobs)
 
         await repository.write_applied(conn, list(plan.final_states.values()), history, outcomes, now)
         self._count(counts)
@@ -75,21 +89,18 @@ class StateHandler:
 
     async def _settle_missed(
         self, conn: asyncpg.Connection, settlements: dict[str, Applied], now: datetime
-    ) -> dict[str, list[str]]:
-        """Rebill or waive, in one statement, the jobs dropped during the suspensions these lifts ended."""
+    ) -> dict[str, tuple[str, list[str]]]:
+        """Rebill or waive, in one statement, the jobs dropped during the suspensions these lifts ended;
+        returns each customer's (status, job texts in the order they were dropped)."""
         modes = {
             customer_id: ("rebilled" if applied.transition.settle_missed_invoices is MissedInvoices.BILL
                           else "waived", applied.command.command_id)
             for customer_id, applied in settlements.items()
         }
         settled = await repository.settle_dropped_jobs(conn, modes, now)
-        to_bill: dict[str, list[str]] = {}
         for customer_id, jobs in settled.items():
-            status = modes[customer_id][0]
-            self.metrics.invoice_jobs.labels(decision=status).inc(len(jobs))
-            if status == "rebilled":
-                to_bill[customer_id] = jobs
-        return to_bill
+            self.metrics.invoice_jobs.labels(decision=modes[customer_id][0]).inc(len(jobs))
+        return {customer_id: (modes[customer_id][0], jobs) for customer_id, jobs in settled.items()}
 
     def _count(self, counts: Counter[tuple[Outcome, str, str]]) -> None:
         for (outcome, action, reason), count in counts.items():
@@ -110,6 +121,49 @@ def history_row(command: SuspensionCommand, outcome: Outcome, state: CustomerSta
         command.cause.event_id if command.cause else None,
         command.missed_invoices_or_default if command.action is Action.LIFT else None,
         command.issued_at, now, outcome, state.version if state else 0, record.partition, record.offset,
+    )
+
+
+def state_record(state: CustomerState, record: ConsumerRecord, event_time: float) -> OutgoingRecord:
+    record_id = f"{state.customer_id}:{state.version}"
+    return OutgoingRecord(
+        topic=SUSPENSION_STATE.name, key=record.key, value=encode_state(state), record_id=record_id,
+        source_partition=record.partition, event_time=event_time,
+        extra_headers=cloudevent_headers(record_id, STATE_EVENT_TYPE, utc_iso(state.updated_at), state.customer_id),
+    )
+
+
+STATE_EVENT_TYPE = "suspensions.state"
+
+
+def event_type(previous: CustomerState | None, state: CustomerState) -> EventType:
+    if state.suspended:
+        return EventType.REASON_ADDED if previous is not None and previous.suspended else EventType.SUSPENDED
+    return EventType.LIFTED if previous is not None and previous.suspended else EventType.ADMITTED
+
+
+def lifecycle_record(applied: Applied, record: ConsumerRecord, occurred_at: str, jobs: list[str]) -> OutgoingRecord:
+    """The `suspension.events` record of one change (a lift carries the jobs it billed or waived)."""
+    command, state, previous = applied.command, applied.transition.state, applied.previous
+    assert state is not None
+    kind = event_type(previous, state)
+    event_id = event_id_for(state.customer_id, state.version)
+    missed = command.missed_invoices_or_default if kind is EventType.LIFTED else None
+    job_ids = [orjson.loads(job)["job_id"] for job in jobs] if kind is EventType.LIFTED else None
+    value = encode_lifecycle_event({
+        "event_id": event_id, "type": kind, "occurred_at": occurred_at, "space_id": state.space_id,
+        "customer_id": state.customer_id, "version": state.version,
+        "reasons_before": previous.reasons if previous is not None else (), "reasons_after": state.reasons,
+        "actor": command.actor, "source": command.source_or_default, "command_id": command.command_id,
+        "cause": {"topic": command.cause.topic, "event_id": command.cause.event_id} if command.cause else None,
+        "note": command.note, "missed_invoices": missed,
+        "invoices_billed": job_ids if missed is MissedInvoices.BILL else None,
+        "invoices_waived": job_ids if missed is MissedInvoices.WAIVE else None,
+    })
+    return OutgoingRecord(
+        topic=SUSPENSION_EVENTS.name, key=record.key, value=value, record_id=event_id,
+        source_partition=record.partition,
+        extra_headers=cloudevent_headers(event_id, f"suspensions.{kind}", occurred_at, state.customer_id),
     )
 
 

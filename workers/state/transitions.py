@@ -42,7 +42,30 @@ def apply_command(current: CustomerState | None, command: SuspensionCommand, now
         )
     if command.action is Action.SUSPEND:
         return _suspend(current, command, now)
+    if command.action is Action.REGISTER:
+        return _register(current, command, now)
     return _lift(current, command, now)
+
+
+def _register(current: CustomerState | None, command: SuspensionCommand, now: datetime) -> Transition:
+    """The decision for a signup that suspends nothing: a first state, not suspended. A customer known
+    already keeps its state: a replayed signup never writes a suspended customer back to active."""
+    if current is not None:
+        return Transition(Outcome.NOOP, current)
+    return Transition(
+        Outcome.CHANGED,
+        CustomerState(
+            customer_id=command.customer_id,
+            space_id=command.space_id,
+            suspended=False,
+            reasons=(),
+            suspended_at=None,
+            lifted_at=None,
+            version=1,
+            updated_at=now,
+            last_command_id=command.command_id,
+        ),
+    )
 
 
 def _suspend(current: CustomerState | None, command: SuspensionCommand, now: datetime) -> Transition:
@@ -106,6 +129,7 @@ class Applied:
     command: SuspensionCommand
     position: int  # index of the record in the batch
     transition: Transition
+    previous: CustomerState | None = None  # the state before the command
 
 
 @dataclass
@@ -125,13 +149,14 @@ def plan_batch(
     states = dict(stored)
     seen = set(already_processed)
     for position, command in commands:
+        previous = states.get(command.customer_id)
         if command.command_id in seen:
-            transition = Transition(Outcome.DUPLICATE, states.get(command.customer_id))
+            transition = Transition(Outcome.DUPLICATE, previous)
         else:
             seen.add(command.command_id)
-            transition = apply_command(states.get(command.customer_id), command, now)
+            transition = apply_command(previous, command, now)
             if transition.outcome is Outcome.CHANGED and transition.state is not None:
                 states[command.customer_id] = transition.state
                 plan.final_states[command.customer_id] = transition.state
-        plan.applied.append(Applied(command, position, transition))
+        plan.applied.append(Applied(command, position, transition, previous))
     return plan

@@ -49,30 +49,37 @@ class SettingsSnapshot:
         return setting is not None and setting.space_id == space_id and setting.deactivate_account
 
 
-def command_id_for(topic: str, event: CustomerEvent, reason: Reason) -> str:
-    return str(uuid.uuid5(COMMAND_ID_NAMESPACE, f"{topic}|{event.space_id}|{event.event_id}|{reason}"))
+def command_id_for(topic: str, event: CustomerEvent, reason: Reason, action: Action = Action.SUSPEND) -> str:
+    rule = reason if action is Action.SUSPEND else f"{action}:{reason}"
+    return str(uuid.uuid5(COMMAND_ID_NAMESPACE, f"{topic}|{event.space_id}|{event.event_id}|{rule}"))
 
 
-def _suspend(topic: str, event: CustomerEvent, reason: Reason) -> SuspensionCommand:
+def _command(topic: str, event: CustomerEvent, reason: Reason, action: Action = Action.SUSPEND) -> SuspensionCommand:
     return SuspensionCommand(
-        command_id=command_id_for(topic, event, reason),
+        command_id=command_id_for(topic, event, reason, action),
         issued_at=event.occurred_at,
         space_id=event.space_id,
         customer_id=event.customer_id,
-        action=Action.SUSPEND,
+        action=action,
         reason=reason,
         actor="system",
         cause=Cause(topic=topic, event_id=event.event_id),
     )
 
 
+def _suspend(topic: str, event: CustomerEvent, reason: Reason) -> SuspensionCommand:
+    return _command(topic, event, reason)
+
+
 def commands_for_signup(event: CustomerSignup, settings: SettingsSnapshot) -> list[SuspensionCommand]:
+    """Every signup gets a decision: the suspensions its rules call for, or else a `register` (the
+    customer's first state, not suspended), so downstream can tell "not suspended" from "not decided"."""
     commands = []
     if settings.keeps_new_members_suspended(event.space_id):
         commands.append(_suspend(CUSTOMER_SIGNUPS.name, event, Reason.SIGNUP))
     if settings.plan_suspends_on_join(event.space_id, event.plan_id):
         commands.append(_suspend(CUSTOMER_SIGNUPS.name, event, Reason.PLAN))
-    return commands
+    return commands or [_command(CUSTOMER_SIGNUPS.name, event, Reason.SIGNUP, Action.REGISTER)]
 
 
 def commands_for_plan_change(event: PlanChange, settings: SettingsSnapshot) -> list[SuspensionCommand]:
