@@ -11,7 +11,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,10 @@ import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
 from bench.probes import time_consumption
-from models import CustomerState, Reason, utc_iso
+from models import Action, CustomerState, Reason, ScheduledEntry, utc_iso
 from suspensions.local.processes import WorkerProcess, metric_total, service_env
 from topics import (
     CRM_OPPORTUNITIES,
@@ -493,3 +494,55 @@ async def memory_case(settings: Settings, known_customers: int, traffic: int) ->
                               target="< 250 MB RSS", met=rss < 250,
                               notes=[f"{known_customers:,} known customers in PostgreSQL"]))
     return figures
+
+
+async def schedules_case(settings: Settings, count: int, state_rate: float | None) -> Figure:
+    """``count`` schedules due in the same minute, fired by a state worker: how long after the moment the
+    last one was applied, and the firing rate as a ratio of the state worker's own throughput."""
+    space = f"sched-{uuid.uuid4().hex[:6]}"
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20 + count / 20_000)
+    partitioner = DefaultPartitioner()
+    partitions = list(range(settings.topic_partitions))
+    states, rows = [], []
+    for i in range(count):
+        customer, schedule_id = f"{space}-{i}", f"{space}-s{i}"
+        entry = ScheduledEntry(schedule_id, Action.SUSPEND, due, None, "admin:bench", None)
+        states.append(CustomerState(customer, space, False, (), None, None, 1, datetime.now(UTC), "seed", (entry,)))
+        partition = partitioner(customer.encode(), partitions, partitions)
+        rows.append((schedule_id, customer, space, "suspend", due, None, "admin:bench", None, partition, "pending",
+                     "seed", datetime.now(UTC)))
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await repository.copy_states(conn, states)
+        await conn.copy_records_to_table("schedules", records=rows, columns=[
+            "schedule_id", "customer_id", "space_id", "action", "at", "missed_invoices", "actor", "note",
+            "source_partition", "status", "updated_by_command", "updated_at"])
+    finally:
+        await conn.close()
+    worker = bench_worker(settings, "state")
+    try:
+        await worker.wait_ready(120)
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            deadline = time.monotonic() + 600
+            while await conn.fetchval("SELECT count(*) FROM schedules WHERE space_id = $1 AND status = 'fired'",
+                                      space) < count:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("not every schedule fired within 600 s")
+                await asyncio.sleep(0.2)
+            first, last, fires = await conn.fetchrow(
+                "SELECT min(applied_at), max(applied_at), count(*) FROM command_history "
+                "WHERE space_id = $1 AND fired_delay_ms IS NOT NULL", space)
+            once = await conn.fetchval("SELECT count(DISTINCT customer_id) FROM command_history "
+                                       "WHERE space_id = $1 AND fired_delay_ms IS NOT NULL", space)
+        finally:
+            await conn.close()
+    finally:
+        worker.stop()
+    seconds = max((last - first).total_seconds(), 0.001)
+    late_s = (last - due).total_seconds()
+    figure = Figure(f"schedules: {count:,} due in the same minute", count, count / seconds, "state worker",
+                    state_rate, seconds=late_s, target="each fires once",
+                    met=fires == count == once)
+    figure.notes.append(f"the last applied {late_s:.1f} s after the moment; {fires} fires for {once} customers")
+    return figure

@@ -33,6 +33,7 @@ SIZES = {
     "bulk_lines": (10_000, 10_000, 100),
     "known_customers": (1_000_000, 100_000, 1_000),
     "memory_traffic": (20_000, 5_000, 100),
+    "schedules": (100_000, 10_000, 100),
 }
 
 
@@ -87,7 +88,12 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
             ("e2e", lambda: cases.end_to_end_case(settings, 1_000, size["e2e_seconds"], keep_suspended=False)),
             ("bulk", lambda: cases.bulk_case(settings, size["bulk_lines"])),
             ("memory", lambda: cases.memory_case(settings, size["known_customers"], size["memory_traffic"])),
+            ("schedules", lambda: cases.schedules_case(settings, size["schedules"], state_rate())),
         ]
+        def state_rate() -> float | None:
+            """The state worker's throughput measured earlier in this run (events on)."""
+            return next((f.records_per_s for f in figures if f.case == "state worker"), None)
+
         for name, step in steps:
             if not wanted(name):
                 continue

@@ -6,8 +6,8 @@ from models.deadletter import DeadLetter
 from models.events import CrmOpportunityEvent, CustomerSignup, PlanChange
 from models.invoices import AcceptedInvoiceJob, DroppedInvoiceJob, InvoiceJob
 from models.lifecycle import EventType, LifecycleEvent, encode_lifecycle_event, event_id_for
-from models.settings_records import CrmStageSetting, PlanSetting, SignupSetting
-from models.state import STATE_FIELDS, CustomerState, SuspensionState, encode_state
+from models.settings_records import CrmStageSetting, PlanSetting, SignupSetting, SpaceSetting
+from models.state import STATE_FIELDS, CustomerState, ScheduledAction, ScheduledEntry, SuspensionState, encode_state
 
 __all__ = [
     "ID_MAX_LENGTH",
@@ -31,8 +31,11 @@ __all__ = [
     "PlanChange",
     "PlanSetting",
     "Reason",
+    "ScheduledAction",
+    "ScheduledEntry",
     "SignupSetting",
     "Source",
+    "SpaceSetting",
     "SuspensionCommand",
     "SuspensionState",
     "decode",

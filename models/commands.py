@@ -16,6 +16,8 @@ class Action(StrEnum):
     # (addition) The decision for a signup that suspends nothing: the customer's first state, not
     # suspended. A no-op for a customer the service knows already.
     REGISTER = "register"
+    # (addition) Cancel a pending scheduled suspension or lift, named by `schedule_id`.
+    CANCEL_SCHEDULE = "cancel_schedule"
 
 
 class Reason(StrEnum):
@@ -68,11 +70,25 @@ class SuspensionCommand(ContractModel):
     cause: Cause | None = None
     missed_invoices: MissedInvoices | None = None
     source: Source | None = None  # (addition) optional; derived from the reason when absent
+    # (additions) Scheduling: `at` schedules the suspend or lift for that moment instead of now;
+    # `until` on a suspend schedules its lift; `schedule_id` names the schedule a `cancel_schedule`
+    # cancels, or the schedule a command fired by the service carries out.
+    at: Timestamp | None = None
+    until: Timestamp | None = None
+    schedule_id: Id | None = None
 
     @model_validator(mode="after")
-    def _missed_invoices_only_on_lift(self) -> SuspensionCommand:
+    def _fields_fit_the_action(self) -> SuspensionCommand:
         if self.missed_invoices is not None and self.action is not Action.LIFT:
             raise ValueError("missed_invoices is only allowed on a lift")
+        if self.until is not None and self.action is not Action.SUSPEND:
+            raise ValueError("until is only allowed on a suspend")
+        if self.at is not None and self.action not in (Action.SUSPEND, Action.LIFT):
+            raise ValueError("at is only allowed on a suspend or a lift")
+        if self.until is not None and self.at is not None and self.until <= self.at:
+            raise ValueError("until must be after at")
+        if self.action is Action.CANCEL_SCHEDULE and self.schedule_id is None:
+            raise ValueError("a cancel_schedule names its schedule_id")
         return self
 
     @property

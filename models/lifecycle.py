@@ -16,6 +16,7 @@ import orjson
 
 from models.base import ContractModel, Id, Text
 from models.commands import Cause, MissedInvoices, Reason, Source
+from models.state import ScheduledAction
 
 
 class EventType(StrEnum):
@@ -23,6 +24,10 @@ class EventType(StrEnum):
     REASON_ADDED = "reason_added"  # suspended already, one more reason
     LIFTED = "lifted"
     ADMITTED = "admitted"  # the first decision for a signup that suspends nothing: not suspended
+    SUSPENSION_SCHEDULED = "suspension_scheduled"  # a suspension scheduled, or moved to another moment
+    LIFT_SCHEDULED = "lift_scheduled"
+    SCHEDULE_CANCELLED = "schedule_cancelled"
+    SCHEDULE_FIRED = "schedule_fired"  # a schedule's moment came and its action changed nothing else
 
 
 class LifecycleEvent(ContractModel):
@@ -42,6 +47,8 @@ class LifecycleEvent(ContractModel):
     missed_invoices: MissedInvoices | None = None  # on a lift
     invoices_billed: list[Id] | None = None  # on a lift: the job ids billed again (missed_invoices=bill)
     invoices_waived: list[Id] | None = None  # on a lift: the job ids waived (missed_invoices=waive)
+    schedules: list[ScheduledAction] | None = None  # the schedules this change added, moved, cancelled or fired
+    fired_delay_ms: int | None = None  # a change made by a schedule: how long after its moment it applied
 
 
 EVENT_ID_NAMESPACE = uuid.UUID("0b5f3a52-6a4c-4f7e-9f3e-2f7c1d9e8a41")

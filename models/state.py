@@ -9,13 +9,37 @@ A unit test holds the value class to the model.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
 
-from models.base import ContractModel, Id
-from models.commands import Reason
+from models.base import ContractModel, Id, Text
+from models.commands import Action, MissedInvoices, Reason
+
+
+class ScheduledAction(ContractModel):
+    """(addition) A suspension or lift waiting for its moment."""
+
+    schedule_id: Id
+    action: Action  # suspend or lift
+    at: datetime  # UTC
+    missed_invoices: MissedInvoices | None = None  # on a lift
+    actor: str
+    note: Text | None = None
+
+
+@dataclass(slots=True)
+class ScheduledEntry:
+    """``ScheduledAction`` as a plain value (the same fields, in the same order)."""
+
+    schedule_id: str
+    action: Action
+    at: datetime
+    missed_invoices: MissedInvoices | None
+    actor: str
+    note: str | None
 
 
 class SuspensionState(ContractModel):
@@ -28,6 +52,7 @@ class SuspensionState(ContractModel):
     version: int
     updated_at: datetime
     last_command_id: Id
+    scheduled: list[ScheduledAction] = []  # (addition) pending schedules, soonest first
 
 
 STATE_FIELDS: tuple[str, ...] = tuple(SuspensionState.model_fields)
@@ -47,10 +72,12 @@ class CustomerState:
     version: int
     updated_at: datetime
     last_command_id: str
+    scheduled: tuple[ScheduledEntry, ...] = ()
 
     def to_record(self) -> SuspensionState:
         return SuspensionState.model_validate(
-            {name: getattr(self, name) for name in STATE_FIELDS} | {"reasons": list(self.reasons)}
+            {name: getattr(self, name) for name in STATE_FIELDS}
+            | {"reasons": list(self.reasons), "scheduled": [dataclasses.asdict(entry) for entry in self.scheduled]}
         )
 
 

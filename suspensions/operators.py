@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import csv
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from models import ID_MAX_LENGTH, TEXT_MAX_LENGTH, Action, MissedInvoices, Reason, Source, SuspensionCommand
+from models import ID_MAX_LENGTH, TEXT_MAX_LENGTH, Action, MissedInvoices, Reason, Source, SuspensionCommand, utc_iso
+from models.moments import MomentError, both_clocks, in_future, parse_when
 from suspensions.queries import command_outcomes
 from workers.runtime.publishing import command_record, publish_all
 
@@ -30,6 +32,9 @@ def manual_command(
     missed_invoices: MissedInvoices | None = None,
     command_id: str | None = None,
     source: Source = Source.OPERATOR_CLI,
+    at: datetime | None = None,
+    until: datetime | None = None,
+    schedule_id: str | None = None,
 ) -> SuspensionCommand:
     """Raises pydantic.ValidationError when an argument breaks the contract (e.g. actor)."""
     return SuspensionCommand(
@@ -43,7 +48,46 @@ def manual_command(
         note=note or None,
         missed_invoices=missed_invoices if action is Action.LIFT else None,
         source=source,
+        at=at,
+        until=until,
+        schedule_id=schedule_id,
     )
+
+
+@dataclass(frozen=True)
+class Moments:
+    at: datetime | None
+    until: datetime | None
+
+
+def schedule_moments(at: str | None, until: str | None, tz: ZoneInfo, now: datetime | None = None) -> Moments:
+    """An operator's --at and --until as UTC instants in the future (MomentError otherwise)."""
+    now = now or datetime.now(UTC)
+    at_moment = in_future(parse_when(at, tz), now, at) if at else None
+    until_moment = in_future(parse_when(until, tz), now, until) if until else None
+    if at_moment and until_moment and until_moment <= at_moment:
+        raise MomentError(f"--until {until!r} is not after --at {at!r}")
+    return Moments(at_moment, until_moment)
+
+
+def scheduled_summary(command: SuspensionCommand, tz: ZoneInfo) -> list[dict[str, str]]:
+    """What a command schedules, for the operator who sent it."""
+    lines = []
+    if command.at is not None:
+        lines.append({"schedule_id": command.command_id, "action": command.action.value,
+                      "at": utc_iso(command.at), "when": both_clocks(command.at, tz)})
+    if command.until is not None:
+        lines.append({"schedule_id": f"{command.command_id}:until", "action": "lift",
+                      "at": utc_iso(command.until), "when": both_clocks(command.until, tz)})
+    return lines
+
+
+def schedule_view(row: Mapping[str, Any], tz: ZoneInfo) -> dict[str, object]:
+    """A schedule as operators read it: UTC and the space's local time."""
+    return {"schedule_id": row["schedule_id"], "customer_id": row["customer_id"], "action": row["action"],
+            "at": utc_iso(row["at"]), "at_local": row["at"].astimezone(tz).isoformat(), "time_zone": tz.key,
+            "when": both_clocks(row["at"], tz), "missed_invoices": row["missed_invoices"], "actor": row["actor"],
+            "note": row["note"]}
 
 
 async def publish(producer: AIOKafkaProducer, commands: list[SuspensionCommand]) -> None:

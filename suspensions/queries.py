@@ -22,7 +22,8 @@ async def customer_state(conn: asyncpg.Connection, customer_id: str) -> Customer
 async def customer_history(conn: asyncpg.Connection, customer_id: str) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT command_id, space_id, action, reason, actor, note, cause_topic, cause_event_id, missed_invoices, "
-        "issued_at, applied_at, outcome, version_after FROM command_history WHERE customer_id = $1 ORDER BY id",
+        "issued_at, applied_at, outcome, version_after, schedule_id, scheduled_at, until_at, fired_delay_ms "
+        "FROM command_history WHERE customer_id = $1 ORDER BY id",
         customer_id,
     )
     return rows
@@ -70,3 +71,20 @@ async def command_outcomes(conn: asyncpg.Connection, command_ids: Sequence[str])
         "SELECT command_id, outcome FROM processed_commands WHERE command_id = ANY($1::text[])", list(command_ids)
     )
     return {row["command_id"]: row["outcome"] for row in rows}
+
+
+SCHEDULE_COLUMNS = "schedule_id, customer_id, space_id, action, at, missed_invoices, actor, note, status, updated_at"
+
+
+async def pending_schedules(conn: asyncpg.Connection, space_id: str, limit: int = 1000) -> list[asyncpg.Record]:
+    """A space's pending schedules, soonest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE space_id = $1 AND status = 'pending' "
+        "ORDER BY at, schedule_id LIMIT $2", space_id, limit)
+    return rows
+
+
+async def schedule(conn: asyncpg.Connection, schedule_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {SCHEDULE_COLUMNS}, fired_at, fired_delay_ms FROM schedules WHERE schedule_id = $1", schedule_id)
+    return row

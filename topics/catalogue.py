@@ -17,6 +17,7 @@ from models import (
     PlanChange,
     PlanSetting,
     SignupSetting,
+    SpaceSetting,
     SuspensionCommand,
     SuspensionState,
 )
@@ -50,6 +51,7 @@ SETTINGS_PLANS = TopicSpec("settings.plans", "plan_id", PlanSetting, compacted=T
 SETTINGS_CRM_STAGES = TopicSpec(
     "settings.crm-stages", "board_id/stage_id", CrmStageSetting, compacted=True, partitions=1
 )
+SETTINGS_SPACES = TopicSpec("settings.spaces", "space_id", SpaceSetting, compacted=True, partitions=1)
 INVOICE_JOBS = TopicSpec("invoice.jobs", "customer_id", InvoiceJob)
 SUSPENSION_COMMANDS = TopicSpec(
     "suspension.commands", "customer_id", SuspensionCommand, direction="internal", id_header="command_id"
@@ -68,7 +70,7 @@ INVOICE_JOBS_DROPPED = TopicSpec(
 )
 DEADLETTER = TopicSpec("deadletter", "original key", DeadLetter, direction="outbound")
 
-SETTINGS_TOPICS = (SETTINGS_SIGNUP, SETTINGS_PLANS, SETTINGS_CRM_STAGES)
+SETTINGS_TOPICS = (SETTINGS_SIGNUP, SETTINGS_PLANS, SETTINGS_CRM_STAGES, SETTINGS_SPACES)
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CUSTOMER_SIGNUPS,
     CUSTOMER_PLAN_CHANGES,

@@ -28,7 +28,7 @@ from workers.billing.handler import BillingHandler
 from workers.runtime.batch_worker import BatchWorker
 from workers.runtime.config import Settings
 from workers.runtime.context import RunnableWorker, WorkerContext
-from workers.state.handler import StateHandler
+from workers.state.scheduler import StateWorker
 from workers.triggers.app import TriggersWorker
 
 
@@ -61,8 +61,7 @@ STATE = WorkerSpec(
     reads=(SUSPENSION_COMMANDS,),
     writes=(SUSPENSION_STATE, SUSPENSION_EVENTS, INVOICE_JOBS_ACCEPTED, DEADLETTER),
     needs_database=True,
-    build=lambda context: BatchWorker(context, SUSPENSION_COMMANDS.name, StateHandler(
-        context.name, context.metrics, context.settings.lifecycle_events)),
+    build=StateWorker,
 )
 BILLING = WorkerSpec(
     name="billing",

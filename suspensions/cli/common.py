@@ -78,5 +78,12 @@ def state_dict(state: CustomerState) -> dict[str, object]:
 def print_state(fields: dict[str, object]) -> None:
     table = Table(show_header=False)
     for key, value in fields.items():
-        table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+        table.add_row(key, ", ".join(_shown(item) for item in value) if isinstance(value, list) else str(value))
     console.print(table)
+
+
+def _shown(item: object) -> str:
+    """A list item of a state: a reason, or a pending schedule."""
+    if isinstance(item, dict):
+        return f"{item['action']} at {item['at']} (schedule {item['schedule_id']})"
+    return str(item)

@@ -53,17 +53,31 @@ def history(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False)
             console.print(f"no history for customer {customer}")
             return 0
         table = Table(title=f"history of {customer}")
-        for column in ("applied at", "action", "reason", "actor", "outcome", "version", "cause", "note"):
+        for column in ("applied at", "action", "reason", "actor", "outcome", "version", "cause", "schedule", "note"):
             table.add_column(column)
         for e in entries:
             cause = f"{e['cause_topic']}:{e['cause_event_id']}" if e["cause_topic"] else ""
             action = e["action"] + (f" ({e['missed_invoices']})" if e["missed_invoices"] else "")
             table.add_row(str(e["applied_at"]), action, e["reason"], e["actor"], e["outcome"],
-                          str(e["version_after"]), cause, e["note"] or "")
+                          str(e["version_after"]), cause, _schedule_text(e), e["note"] or "")
         console.print(table)
         return 0
 
     raise typer.Exit(run_async(main()))
+
+
+def _schedule_text(entry: dict[str, object]) -> str:
+    """What a history row did to schedules: scheduled for a moment, fired (with its delay), cancelled."""
+    parts = []
+    if entry["scheduled_at"]:
+        parts.append(f"at {entry['scheduled_at']}")
+    if entry["until_at"]:
+        parts.append(f"until {entry['until_at']}")
+    if entry["fired_delay_ms"] is not None:
+        parts.append(f"fired {entry['schedule_id']} {entry['fired_delay_ms']} ms after its moment")
+    elif entry["schedule_id"]:
+        parts.append(f"schedule {entry['schedule_id']}")
+    return "; ".join(parts)
 
 
 def list_customers(

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from models import Action, MissedInvoices, SuspensionCommand
+from models.moments import MomentError
 from suspensions import operators, queries
 from suspensions.cli.common import (
     JsonFlag,
@@ -27,6 +28,7 @@ from suspensions.cli.common import (
     settings,
     state_dict,
 )
+from suspensions.zones import UTC_ZONE, space_zone
 from workers.runtime.kafka import producer
 
 Space = Annotated[str, typer.Option("--space", help="The customer's space (tenant).")]
@@ -36,27 +38,40 @@ Wait = Annotated[bool, typer.Option("--wait", help="Wait until the state worker 
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")]
 MissedOption = Annotated[MissedInvoices, typer.Option("--missed-invoices",
                                                       help="Bill or waive the jobs dropped meanwhile.")]
+At = Annotated[str | None, typer.Option(
+    "--at", help="Schedule it: ISO 8601 with an offset, or a local date or date-time read in the space's time "
+                 "zone (a date alone is 00:00 local).")]
+Until = Annotated[str | None, typer.Option("--until", help="Also schedule the lift at this moment (same format).")]
 
 bulk_app = typer.Typer(help="Suspend or lift many customers from a CSV file.", no_args_is_help=True)
 
 
 def _send_one(action: Action, customer: str, space: str, actor: str, note: str | None,
-              missed: MissedInvoices | None, wait: bool, timeout: float, as_json: bool) -> None:
+              missed: MissedInvoices | None, wait: bool, timeout: float, as_json: bool,
+              at: str | None = None, until: str | None = None, schedule_id: str | None = None) -> None:
     config = settings()
-    try:
-        command = operators.manual_command(action, customer, space, actor, note, missed)
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        fail(f"invalid command: {first['msg']} ({first['loc']})", 2)
 
     async def main() -> int:
+        tz = await space_zone(config, space) if at or until else UTC_ZONE
+        try:
+            moments = operators.schedule_moments(at, until, tz)
+            command = operators.manual_command(action, customer, space, actor, note, missed,
+                                               at=moments.at, until=moments.until, schedule_id=schedule_id)
+        except MomentError as error:
+            fail(str(error), 2)
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            fail(f"invalid command: {first['msg'].removeprefix('Value error, ')} ({first['loc']})", 2)
         async with producer(config) as kafka:
             await operators.publish(kafka, [command])
         if not wait:
             if as_json:
-                print_json({"command_id": command.command_id, "published": True})
+                print_json({"command_id": command.command_id, "published": True,
+                            "scheduled": operators.scheduled_summary(command, tz)})
             else:
                 console.print(f"published {action.value} for {customer} (command {command.command_id})")
+                for line in operators.scheduled_summary(command, tz):
+                    console.print(f"  scheduled {line['action']} at {line['when']} (schedule {line['schedule_id']})")
             return 0
         async with database(config) as conn:
             outcome = await operators.wait_for_command(conn, command.command_id, timeout)
@@ -82,15 +97,63 @@ def _report(command: SuspensionCommand, outcome: str, state: dict[str, object] |
 
 
 def suspend(customer: str, space: Space, actor: ActorOption, note: Note = None, wait: Wait = False,
-            timeout: Timeout = 30.0, as_json: JsonFlag = False) -> None:
-    """Suspend one customer by hand (reason `manual`)."""
-    _send_one(Action.SUSPEND, customer, space, actor, note, None, wait, timeout, as_json)
+            timeout: Timeout = 30.0, as_json: JsonFlag = False, at: At = None, until: Until = None) -> None:
+    """Suspend one customer by hand (reason `manual`), now or --at a moment, and lift it --until one."""
+    _send_one(Action.SUSPEND, customer, space, actor, note, None, wait, timeout, as_json, at, until)
 
 
 def lift(customer: str, space: Space, actor: ActorOption, missed_invoices: MissedOption = MissedInvoices.BILL,
-         note: Note = None, wait: Wait = False, timeout: Timeout = 30.0, as_json: JsonFlag = False) -> None:
-    """Lift a customer's suspension, whatever its reasons."""
-    _send_one(Action.LIFT, customer, space, actor, note, missed_invoices, wait, timeout, as_json)
+         note: Note = None, wait: Wait = False, timeout: Timeout = 30.0, as_json: JsonFlag = False,
+         at: At = None) -> None:
+    """Lift a customer's suspension, whatever its reasons, now or --at a moment."""
+    _send_one(Action.LIFT, customer, space, actor, note, missed_invoices, wait, timeout, as_json, at)
+
+
+schedule_app = typer.Typer(help="Scheduled suspensions and lifts.", no_args_is_help=True)
+
+
+@schedule_app.command("list")
+def schedule_list(space: Space, as_json: JsonFlag = False) -> None:
+    """The space's pending schedules, soonest first, in UTC and the space's local time."""
+    config = settings()
+
+    async def main() -> None:
+        tz = await space_zone(config, space)
+        async with database(config) as conn:
+            rows = await queries.pending_schedules(conn, space)
+        entries = [operators.schedule_view(row, tz) for row in rows]
+        if as_json:
+            print_json(entries)
+            return
+        table = Table(title=f"pending schedules of {space} ({tz.key})")
+        for column in ("schedule", "customer", "action", "when", "missed invoices", "actor", "note"):
+            table.add_column(column)
+        for e in entries:
+            table.add_row(str(e["schedule_id"]), str(e["customer_id"]), str(e["action"]), str(e["when"]),
+                          str(e["missed_invoices"] or ""), str(e["actor"]), str(e["note"] or ""))
+        console.print(table)
+
+    run_async(main())
+
+
+@schedule_app.command("cancel")
+def schedule_cancel(schedule_id: str, actor: ActorOption, note: Note = None, wait: Wait = False,
+                    timeout: Timeout = 30.0, as_json: JsonFlag = False) -> None:
+    """Cancel a pending schedule (recorded in the customer's history)."""
+    config = settings()
+
+    async def find() -> tuple[str, str]:
+        async with database(config) as conn:
+            row = await queries.schedule(conn, schedule_id)
+        if row is None:
+            fail(f"no schedule {schedule_id}", 1)
+        if row["status"] != "pending":
+            fail(f"schedule {schedule_id} is {row['status']} already", 1)
+        return row["customer_id"], row["space_id"]
+
+    customer, space = run_async(find())
+    _send_one(Action.CANCEL_SCHEDULE, customer, space, actor, note, None, wait, timeout, as_json,
+              schedule_id=schedule_id)
 
 
 def _bulk(action: Action, file: Path, actor: str, missed: MissedInvoices | None, wait: bool,
@@ -185,3 +248,4 @@ def register(app: typer.Typer) -> None:
     app.command("suspend")(suspend)
     app.command("lift")(lift)
     app.add_typer(bulk_app, name="bulk")
+    app.add_typer(schedule_app, name="schedule")

@@ -32,6 +32,8 @@ async def test_plan_at_signup_and_by_plan_change(
     joined = builders.signup(at_signup, space, plan=probation)
     await send(producer, CUSTOMER_SIGNUPS.name, at_signup, joined)
     await send(producer, CUSTOMER_SIGNUPS.name, by_change, builders.signup(by_change, space, plan=standard))
+    # Events of different topics have no order: the change goes once the signup is decided.
+    await tail.wait_for(SUSPENSION_STATE.name, customer_id=by_change)
     changed = builders.plan_change(by_change, space, probation)
     await send(producer, CUSTOMER_PLAN_CHANGES.name, by_change, changed)
     to_standard = builders.plan_change(unaffected, space, standard)

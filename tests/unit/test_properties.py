@@ -63,18 +63,32 @@ def test_trigger_rules_never_crash(raw: bytes, topic: str, key: bytes) -> None:
 
 
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
-commands = st.builds(
-    lambda i, cid, customer, action, reason, space: SuspensionCommand(
-        command_id=f"k{cid}", issued_at=T0 + timedelta(seconds=i), space_id=space, customer_id=customer,
-        action=action, reason=reason, actor="system"),
-    st.integers(0, 10_000), st.integers(0, 30), st.sampled_from(["a", "b", "c"]),
-    st.sampled_from(list(Action)), st.sampled_from(list(Reason)),
-    st.sampled_from(["s1", "s1", "s1", "s2"]),
-)
+@st.composite
+def commands(draw: st.DrawFn) -> SuspensionCommand:
+    """Any command: now or scheduled (at, until), fired by a schedule, or cancelling one."""
+    action = draw(st.sampled_from(list(Action)))
+    issued_at = T0 + timedelta(seconds=draw(st.integers(0, 10_000)))
+    fields: dict[str, object] = {}
+    if action in (Action.SUSPEND, Action.LIFT):
+        kind = draw(st.sampled_from(["now", "at", "fire"]))
+        if kind == "at":
+            fields["at"] = issued_at + timedelta(minutes=draw(st.integers(1, 600)))
+        elif kind == "fire":
+            fields["schedule_id"] = f"k{draw(st.integers(0, 30))}"
+        if action is Action.SUSPEND and draw(st.booleans()):
+            start = fields.get("at", issued_at)
+            assert isinstance(start, datetime)
+            fields["until"] = start + timedelta(minutes=draw(st.integers(1, 600)))
+    elif action is Action.CANCEL_SCHEDULE:
+        fields["schedule_id"] = draw(st.sampled_from([f"k{i}" for i in range(31)] + [f"k{i}:until" for i in range(31)]))
+    return SuspensionCommand(
+        command_id=f"k{draw(st.integers(0, 30))}", issued_at=issued_at, space_id=draw(st.sampled_from(["s1", "s1", "s2"])),
+        customer_id=draw(st.sampled_from(["a", "b", "c"])), action=action, reason=draw(st.sampled_from(list(Reason))),
+        actor="system", **fields)
 
 
 @settings(max_examples=300)
-@given(batch=st.lists(commands, max_size=40))
+@given(batch=st.lists(commands(), max_size=40))
 def test_folding_any_batch_keeps_the_invariants(batch: list[SuspensionCommand]) -> None:
     plan = plan_batch({}, set(), list(enumerate(batch)), T0)
     seen: set[str] = set()
@@ -92,6 +106,13 @@ def test_folding_any_batch_keeps_the_invariants(batch: list[SuspensionCommand]) 
             assert state.suspended == bool(state.reasons)
             if command.action is Action.REGISTER:  # a decision never rewrites a known customer
                 assert state.version == 1 and not state.suspended
+            # Pending schedules: soonest first, at most one per action, a scheduling command never
+            # changes the suspension now (unless it suspends now until a moment).
+            assert [entry.at for entry in state.scheduled] == sorted(entry.at for entry in state.scheduled)
+            actions = [entry.action for entry in state.scheduled]
+            assert len(actions) == len(set(actions))
+            if command.at is not None and applied.previous is not None:
+                assert (state.suspended, state.reasons) == (applied.previous.suspended, applied.previous.reasons)
             assert len(set(state.reasons)) == len(state.reasons)
         elif transition.outcome is Outcome.REJECTED:
             assert state is not None and state.space_id != command.space_id

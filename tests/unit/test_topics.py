@@ -16,6 +16,7 @@ CONTRACT_TOPICS = {
     "settings.signup": ("space_id", True),
     "settings.plans": ("plan_id", True),
     "settings.crm-stages": ("board_id/stage_id", True),
+    "settings.spaces": ("space_id", True),
     "invoice.jobs": ("customer_id", False),
     "suspension.commands": ("customer_id", False),
     "suspension.state": ("customer_id", True),

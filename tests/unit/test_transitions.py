@@ -117,26 +117,28 @@ def test_register_decides_an_unknown_customer_and_never_rewrites_a_known_one() -
 
 def test_each_change_has_its_event_type() -> None:
     from models import EventType
-    from workers.state.handler import event_type
+    from workers.state.handler import ScheduleChange, event_type
 
     admitted = apply_command(None, cmd(Action.REGISTER, Reason.SIGNUP), NOW).state
     assert admitted is not None
     first = suspended((Reason.SIGNUP,))
     second = suspended((Reason.SIGNUP, Reason.PLAN), version=2)
     lifted = CustomerState("c1", "s1", False, (), T0, NOW, 3, NOW, "k3")
-    assert event_type(None, admitted) is EventType.ADMITTED
-    assert event_type(None, first) is EventType.SUSPENDED
-    assert event_type(admitted, first) is EventType.SUSPENDED
-    assert event_type(first, second) is EventType.REASON_ADDED
-    assert event_type(second, lifted) is EventType.LIFTED
-    assert event_type(lifted, suspended(version=4)) is EventType.SUSPENDED
+    nothing = ScheduleChange([], [], None, None)
+    register, suspend, lift = cmd(Action.REGISTER, Reason.SIGNUP), cmd(), cmd(Action.LIFT)
+    assert event_type(register, None, admitted, nothing) is EventType.ADMITTED
+    assert event_type(suspend, None, first, nothing) is EventType.SUSPENDED
+    assert event_type(suspend, admitted, first, nothing) is EventType.SUSPENDED
+    assert event_type(suspend, first, second, nothing) is EventType.REASON_ADDED
+    assert event_type(lift, second, lifted, nothing) is EventType.LIFTED
+    assert event_type(suspend, lifted, suspended(version=4), nothing) is EventType.SUSPENDED
 
 
 def test_hot_path_event_encoding_equals_the_contract_model() -> None:
     from aiokafka.structs import ConsumerRecord
 
     from models import Cause, LifecycleEvent, decode, encode
-    from workers.state.handler import lifecycle_record
+    from workers.state.handler import lifecycle_record, schedule_change
     from workers.state.transitions import Applied
 
     command = SuspensionCommand(command_id="k9", issued_at=T0, space_id="s1", customer_id="c1", action=Action.LIFT,
@@ -145,7 +147,8 @@ def test_hot_path_event_encoding_equals_the_contract_model() -> None:
     before = suspended((Reason.SIGNUP, Reason.PLAN), version=2)
     transition = apply_command(before, command, NOW)
     record = ConsumerRecord("suspension.commands", 1, 5, 0, 0, b"c1", b"{}", None, 2, 2, ())
-    out = lifecycle_record(Applied(command, 0, transition, before), record, "2026-11-25T11:00:00.123456Z",
+    applied = Applied(command, 0, transition, before)
+    out = lifecycle_record(applied, schedule_change(applied, NOW), record, "2026-11-25T11:00:00.123456Z",
                            ['{"job_id": "j1"}', '{"job_id": "j2"}'])
     event = decode(LifecycleEvent, out.value)
     assert encode(event) == out.value
@@ -153,3 +156,66 @@ def test_hot_path_event_encoding_equals_the_contract_model() -> None:
         "lifted", 3, [Reason.SIGNUP, Reason.PLAN], [])
     assert (event.source, event.invoices_waived, event.invoices_billed) == ("operator_cli", ["j1", "j2"], None)
     assert out.record_id == event.event_id and dict(out.extra_headers)["ce_type"] == b"suspensions.lifted"
+
+
+def schedule_cmd(action: Action, command_id: str, *, at: datetime | None = None, until: datetime | None = None,
+                 schedule_id: str | None = None, issued: datetime = T0,
+                 missed: MissedInvoices | None = None) -> SuspensionCommand:
+    return SuspensionCommand(command_id=command_id, issued_at=issued, space_id="s1", customer_id="c1",
+                             action=action, reason=Reason.MANUAL, actor="admin:ops", at=at, until=until,
+                             schedule_id=schedule_id, missed_invoices=missed)
+
+
+def test_a_scheduled_suspension_changes_only_the_pending_list_and_fires_as_a_manual_one() -> None:
+    due = T0 + timedelta(days=3)
+    scheduled = apply_command(None, schedule_cmd(Action.SUSPEND, "k1", at=due), NOW).state
+    assert scheduled is not None and not scheduled.suspended and scheduled.version == 1
+    assert [(e.schedule_id, e.action, e.at) for e in scheduled.scheduled] == [("k1", Action.SUSPEND, due)]
+    early = apply_command(scheduled, schedule_cmd(Action.SUSPEND, "f0", schedule_id="k1", issued=due - timedelta(1)),
+                          NOW)
+    assert early.outcome is Outcome.NOOP  # a stale fire (the schedule was moved later) does nothing
+    fired = apply_command(scheduled, schedule_cmd(Action.SUSPEND, "f1", schedule_id="k1", issued=due), NOW)
+    assert fired.outcome is Outcome.CHANGED and fired.state is not None
+    assert (fired.state.suspended, fired.state.reasons, fired.state.scheduled) == (True, (Reason.MANUAL,), ())
+    again = apply_command(fired.state, schedule_cmd(Action.SUSPEND, "f2", schedule_id="k1", issued=due), NOW)
+    assert again.outcome is Outcome.NOOP  # fired once
+
+
+def test_scheduling_again_moves_and_cancel_removes() -> None:
+    first = apply_command(suspended(), schedule_cmd(Action.LIFT, "k1", at=T0 + timedelta(days=1),
+                                                    missed=MissedInvoices.WAIVE), NOW).state
+    assert first is not None
+    moved = apply_command(first, schedule_cmd(Action.LIFT, "k2", at=T0 + timedelta(days=5)), NOW).state
+    assert moved is not None and moved.version == first.version + 1
+    assert [(e.schedule_id, e.at) for e in moved.scheduled] == [("k1", T0 + timedelta(days=5))]  # same id, moved
+    cancelled = apply_command(moved, schedule_cmd(Action.CANCEL_SCHEDULE, "k3", schedule_id="k1"), NOW)
+    assert cancelled.outcome is Outcome.CHANGED and cancelled.state is not None and cancelled.state.scheduled == ()
+    assert cancelled.state.suspended  # cancelling a lift leaves the suspension as it was
+    unknown = apply_command(cancelled.state, schedule_cmd(Action.CANCEL_SCHEDULE, "k4", schedule_id="k1"), NOW)
+    assert unknown.outcome is Outcome.NOOP
+
+
+def test_suspend_until_is_one_action_and_a_manual_lift_keeps_a_later_suspension() -> None:
+    until = apply_command(None, schedule_cmd(Action.SUSPEND, "k1", until=T0 + timedelta(days=2)), NOW).state
+    assert until is not None and until.suspended and until.version == 1
+    assert [(e.schedule_id, e.action) for e in until.scheduled] == [("k1:until", Action.LIFT)]
+    both = apply_command(None, schedule_cmd(Action.SUSPEND, "k2", at=T0 + timedelta(days=1),
+                                            until=T0 + timedelta(days=2)), NOW).state
+    assert both is not None and not both.suspended
+    assert [e.action for e in both.scheduled] == [Action.SUSPEND, Action.LIFT]
+    later = apply_command(suspended(), schedule_cmd(Action.SUSPEND, "k3", at=T0 + timedelta(days=9)), NOW).state
+    assert later is not None
+    lifted = apply_command(later, schedule_cmd(Action.LIFT, "k4"), NOW).state
+    assert lifted is not None and not lifted.suspended
+    assert [e.schedule_id for e in lifted.scheduled] == ["k3"]  # still pending after an immediate lift
+
+
+def test_a_fired_lift_on_an_active_customer_still_ends_the_schedule() -> None:
+    active = CustomerState("c1", "s1", False, (), T0, T0, 2, T0, "k0")
+    pending = apply_command(active, schedule_cmd(Action.LIFT, "k1", at=T0 + timedelta(hours=1)), NOW).state
+    assert pending is not None
+    fired = apply_command(pending, schedule_cmd(Action.LIFT, "f1", schedule_id="k1", issued=T0 + timedelta(hours=1)),
+                          NOW)
+    assert fired.outcome is Outcome.CHANGED and fired.state is not None
+    assert (fired.state.suspended, fired.state.scheduled, fired.state.version) == (False, (), 4)
+    assert fired.settle_missed_invoices is None  # nothing was lifted, nothing to settle

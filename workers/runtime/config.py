@@ -117,6 +117,8 @@ class Settings(BaseSettings):
 
     # Lifecycle events on suspension.events, one per change (off only to measure what they cost).
     lifecycle_events: bool = True
+    # How often each state worker looks for due schedules of the partitions it holds.
+    schedule_poll_interval_ms: int = Field(default=100, ge=10)
 
     # Consumer groups, one per worker.
     triggers_group: str = "suspensions-triggers"

@@ -58,6 +58,10 @@ class Metrics:
             "Records an earlier owner of a partition left in the outbox, published on taking it over.",
             ["worker"], registry=r,
         )
+        self.schedules_fired = Counter(
+            "suspensions_schedules_fired_total", "Commands published for due schedules (a re-publish counts).",
+            registry=r,
+        )
         self.retries = Counter(
             "suspensions_transient_failures_total", "Batches retried after a transient failure.",
             ["worker", "dependency"], registry=r,

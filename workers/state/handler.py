@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -16,6 +17,7 @@ from models import (
     CustomerState,
     EventType,
     MissedInvoices,
+    ScheduledEntry,
     SuspensionCommand,
     encode_lifecycle_event,
     encode_state,
@@ -24,7 +26,7 @@ from models import (
 )
 from topics import INVOICE_JOBS_ACCEPTED, SUSPENSION_EVENTS, SUSPENSION_STATE
 from workers.runtime.db import repository
-from workers.runtime.db.repository import HistoryRow
+from workers.runtime.db.repository import HistoryRow, ScheduleRow
 from workers.runtime.deadletters import dead_letter, decode_customer_records
 from workers.runtime.metrics import Metrics
 from workers.runtime.publishing import OutgoingRecord, cloudevent_headers
@@ -50,7 +52,8 @@ class StateHandler:
         history: list[HistoryRow] = []
         outcomes: list[tuple[str, str]] = []
         counts: Counter[tuple[Outcome, str, str]] = Counter()
-        changes: list[Applied] = []
+        changes: list[tuple[Applied, ScheduleChange]] = []
+        schedules: dict[str, ScheduleRow] = {}  # by id: the last change of each schedule in the batch
         settlements: dict[str, Applied] = {}  # the first lift that ended each customer's suspension
         for applied in plan.applied:
             command, transition = applied.command, applied.transition
@@ -63,27 +66,31 @@ class StateHandler:
                 outputs[applied.position] = [
                     dead_letter(record, transition.error or "rejected", self.worker, self.metrics)]
                 continue
-            history.append(history_row(command, transition.outcome, transition.state, record, now))
+            change = schedule_change(applied, now)
+            history.append(history_row(command, transition.outcome, transition.state, record, now,
+                                       change.fired_delay_ms))
             if transition.outcome is Outcome.CHANGED:
                 state = transition.state
                 assert state is not None
                 outputs[applied.position] = [state_record(state, record, command.issued_at.timestamp())]
-                changes.append(applied)
+                changes.append((applied, change))
+                schedules.update((row.schedule_id, row) for row in change.rows(applied, record.partition, now))
                 if transition.settle_missed_invoices is not None:
                     settlements.setdefault(command.customer_id, applied)
 
         settled = await self._settle_missed(conn, settlements, now) if settlements else {}
         occurred_at = utc_iso(now)
-        for applied in changes:
+        for applied, change in changes:
             record = records[applied.position]
             customer_id = applied.command.customer_id
             jobs = settled.get(customer_id, ("", []))[1] if settlements.get(customer_id) is applied else []
             if self.lifecycle_events:
-                outputs[applied.position].append(lifecycle_record(applied, record, occurred_at, jobs))
+                outputs[applied.position].append(lifecycle_record(applied, change, record, occurred_at, jobs))
             if jobs and applied.transition.settle_missed_invoices is MissedInvoices.BILL:
                 outputs[applied.position].extend(rebilled_record(job, record) for job in jobs)
 
         await repository.write_applied(conn, list(plan.final_states.values()), history, outcomes, now)
+        await repository.write_schedules(conn, list(schedules.values()))
         self._count(counts)
         return [out for position in sorted(outputs) for out in outputs[position]]
 
@@ -113,7 +120,7 @@ class StateHandler:
 
 
 def history_row(command: SuspensionCommand, outcome: Outcome, state: CustomerState | None,
-                record: ConsumerRecord, now: datetime) -> HistoryRow:
+                record: ConsumerRecord, now: datetime, fired_delay_ms: int | None = None) -> HistoryRow:
     return HistoryRow(
         command.command_id, command.customer_id, command.space_id, command.action, command.reason,
         command.actor, command.note,
@@ -121,6 +128,7 @@ def history_row(command: SuspensionCommand, outcome: Outcome, state: CustomerSta
         command.cause.event_id if command.cause else None,
         command.missed_invoices_or_default if command.action is Action.LIFT else None,
         command.issued_at, now, outcome, state.version if state else 0, record.partition, record.offset,
+        command.schedule_id, command.at, command.until, fired_delay_ms,
     )
 
 
@@ -136,17 +144,70 @@ def state_record(state: CustomerState, record: ConsumerRecord, event_time: float
 STATE_EVENT_TYPE = "suspensions.state"
 
 
-def event_type(previous: CustomerState | None, state: CustomerState) -> EventType:
-    if state.suspended:
-        return EventType.REASON_ADDED if previous is not None and previous.suspended else EventType.SUSPENDED
-    return EventType.LIFTED if previous is not None and previous.suspended else EventType.ADMITTED
+@dataclass(slots=True)
+class ScheduleChange:
+    """What one applied command did to the customer's schedules (from the state before and after)."""
+
+    added: list[ScheduledEntry]  # new, or moved to another moment
+    ended: list[ScheduledEntry]  # fired or cancelled
+    fired: ScheduledEntry | None  # the schedule this command carried out
+    fired_delay_ms: int | None
+
+    def rows(self, applied: Applied, partition: int, now: datetime) -> list[ScheduleRow]:
+        command = applied.command
+
+        def row(entry: ScheduledEntry, status: str) -> ScheduleRow:
+            fired = status == "fired"
+            return ScheduleRow(entry.schedule_id, command.customer_id, command.space_id, entry.action, entry.at,
+                               entry.missed_invoices, entry.actor, entry.note, partition, status, command.command_id,
+                               now, now if fired else None, self.fired_delay_ms if fired else None)
+
+        return ([row(entry, "pending") for entry in self.added]
+                + [row(entry, "fired" if entry is self.fired else "cancelled") for entry in self.ended])
 
 
-def lifecycle_record(applied: Applied, record: ConsumerRecord, occurred_at: str, jobs: list[str]) -> OutgoingRecord:
+def schedule_change(applied: Applied, now: datetime) -> ScheduleChange:
+    before = applied.previous.scheduled if applied.previous is not None else ()
+    state = applied.transition.state
+    after = state.scheduled if state is not None and applied.transition.outcome is Outcome.CHANGED else before
+    if not before and not after:  # nearly every command
+        return ScheduleChange([], [], None, None)
+    held = {entry.schedule_id: entry for entry in before}
+    kept = {entry.schedule_id for entry in after}
+    added = [entry for entry in after if held.get(entry.schedule_id) != entry]
+    ended = [entry for entry in before if entry.schedule_id not in kept]
+    command = applied.command
+    fired = next((entry for entry in ended if entry.schedule_id == command.schedule_id
+                  and command.action is not Action.CANCEL_SCHEDULE), None)
+    delay = max(0, round((now - fired.at).total_seconds() * 1000)) if fired is not None else None
+    return ScheduleChange(added, ended, fired, delay)
+
+
+def event_type(command: SuspensionCommand, previous: CustomerState | None, state: CustomerState,
+               change: ScheduleChange) -> EventType:
+    was_suspended = previous is not None and previous.suspended
+    if command.action is Action.REGISTER:
+        return EventType.ADMITTED
+    if state.suspended and not was_suspended:
+        return EventType.SUSPENDED
+    if state.suspended and previous is not None and state.reasons != previous.reasons:
+        return EventType.REASON_ADDED
+    if was_suspended and not state.suspended:
+        return EventType.LIFTED
+    if change.added:
+        return (EventType.SUSPENSION_SCHEDULED if any(entry.action is Action.SUSPEND for entry in change.added)
+                else EventType.LIFT_SCHEDULED)
+    if command.action is Action.CANCEL_SCHEDULE:
+        return EventType.SCHEDULE_CANCELLED
+    return EventType.SCHEDULE_FIRED
+
+
+def lifecycle_record(applied: Applied, change: ScheduleChange, record: ConsumerRecord, occurred_at: str,
+                     jobs: list[str]) -> OutgoingRecord:
     """The `suspension.events` record of one change (a lift carries the jobs it billed or waived)."""
     command, state, previous = applied.command, applied.transition.state, applied.previous
     assert state is not None
-    kind = event_type(previous, state)
+    kind = event_type(command, previous, state, change)
     event_id = event_id_for(state.customer_id, state.version)
     missed = command.missed_invoices_or_default if kind is EventType.LIFTED else None
     job_ids = [orjson.loads(job)["job_id"] for job in jobs] if kind is EventType.LIFTED else None
@@ -159,6 +220,8 @@ def lifecycle_record(applied: Applied, record: ConsumerRecord, occurred_at: str,
         "note": command.note, "missed_invoices": missed,
         "invoices_billed": job_ids if missed is MissedInvoices.BILL else None,
         "invoices_waived": job_ids if missed is MissedInvoices.WAIVE else None,
+        "schedules": [*change.added, *change.ended] or None,
+        "fired_delay_ms": change.fired_delay_ms,
     })
     return OutgoingRecord(
         topic=SUSPENSION_EVENTS.name, key=record.key, value=value, record_id=event_id,

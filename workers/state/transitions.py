@@ -8,11 +8,12 @@ command on the hot path (bench/RESULTS.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from models import Action, CustomerState, MissedInvoices, SuspensionCommand
+from models import Action, CustomerState, MissedInvoices, ScheduledEntry, SuspensionCommand
 
 
 class Outcome(StrEnum):
@@ -40,11 +41,32 @@ def apply_command(current: CustomerState | None, command: SuspensionCommand, now
                 f"'{command.customer_id}' belongs to space '{current.space_id}'"
             ),
         )
+    if command.action is Action.CANCEL_SCHEDULE:
+        return _cancel(current, command, now)
+    if command.schedule_id is not None:
+        return _fire(current, command, now)
+    if command.at is not None:  # a suspension or lift for later: only the schedule changes now
+        return _scheduled(current, Transition(Outcome.NOOP, current), command, now)
     if command.action is Action.SUSPEND:
-        return _suspend(current, command, now)
+        transition = _suspend(current, command, now)
+        return _scheduled(current, transition, command, now) if command.until is not None else transition
     if command.action is Action.REGISTER:
         return _register(current, command, now)
     return _lift(current, command, now)
+
+
+def _next(current: CustomerState | None, command: SuspensionCommand, now: datetime, **changes: Any) -> CustomerState:
+    """The next version of a customer's state (the first, for a customer not known yet)."""
+    if current is None:
+        base = CustomerState(command.customer_id, command.space_id, False, (), None, None, 0, now, command.command_id)
+    else:
+        base = current
+    values = {name: getattr(base, name) for name in STATE_SLOTS}
+    values.update(version=base.version + 1, updated_at=now, last_command_id=command.command_id, **changes)
+    return CustomerState(**values)
+
+
+STATE_SLOTS = tuple(field.name for field in fields(CustomerState))
 
 
 def _register(current: CustomerState | None, command: SuspensionCommand, now: datetime) -> Transition:
@@ -52,74 +74,85 @@ def _register(current: CustomerState | None, command: SuspensionCommand, now: da
     already keeps its state: a replayed signup never writes a suspended customer back to active."""
     if current is not None:
         return Transition(Outcome.NOOP, current)
-    return Transition(
-        Outcome.CHANGED,
-        CustomerState(
-            customer_id=command.customer_id,
-            space_id=command.space_id,
-            suspended=False,
-            reasons=(),
-            suspended_at=None,
-            lifted_at=None,
-            version=1,
-            updated_at=now,
-            last_command_id=command.command_id,
-        ),
-    )
+    return Transition(Outcome.CHANGED, _next(None, command, now))
 
 
 def _suspend(current: CustomerState | None, command: SuspensionCommand, now: datetime) -> Transition:
     if current is not None and current.suspended:
         if command.reason in current.reasons:
             return Transition(Outcome.NOOP, current)
-        return Transition(
-            Outcome.CHANGED,
-            CustomerState(
-                customer_id=current.customer_id,
-                space_id=current.space_id,
-                suspended=True,
-                reasons=(*current.reasons, command.reason),
-                suspended_at=current.suspended_at,
-                lifted_at=current.lifted_at,
-                version=current.version + 1,
-                updated_at=now,
-                last_command_id=command.command_id,
-            ),
-        )
-    return Transition(
-        Outcome.CHANGED,
-        CustomerState(
-            customer_id=command.customer_id,
-            space_id=command.space_id,
-            suspended=True,
-            reasons=(command.reason,),
-            suspended_at=command.issued_at,
-            lifted_at=current.lifted_at if current else None,
-            version=(current.version if current else 0) + 1,
-            updated_at=now,
-            last_command_id=command.command_id,
-        ),
-    )
+        return Transition(Outcome.CHANGED, _next(current, command, now, reasons=(*current.reasons, command.reason)))
+    return Transition(Outcome.CHANGED, _next(current, command, now, suspended=True, reasons=(command.reason,),
+                                             suspended_at=command.issued_at))
 
 
 def _lift(current: CustomerState | None, command: SuspensionCommand, now: datetime) -> Transition:
+    """A lift ends the suspension whatever its reasons; a later scheduled suspension stays pending."""
     if current is None or not current.suspended:
         return Transition(Outcome.NOOP, current)
     return Transition(
         Outcome.CHANGED,
-        CustomerState(
-            customer_id=current.customer_id,
-            space_id=current.space_id,
-            suspended=False,
-            reasons=(),
-            suspended_at=current.suspended_at,
-            lifted_at=command.issued_at,
-            version=current.version + 1,
-            updated_at=now,
-            last_command_id=command.command_id,
-        ),
+        _next(current, command, now, suspended=False, reasons=(), lifted_at=command.issued_at),
         settle_missed_invoices=command.missed_invoices_or_default,
     )
+
+
+def _entry(command: SuspensionCommand, action: Action, at: datetime, schedule_id: str) -> ScheduledEntry:
+    missed = command.missed_invoices_or_default if action is Action.LIFT and command.action is Action.LIFT else None
+    return ScheduledEntry(schedule_id, action, at, missed, command.actor, command.note)
+
+
+def _scheduled(current: CustomerState | None, transition: Transition, command: SuspensionCommand,
+               now: datetime) -> Transition:
+    """Add the command's schedules to the state ``transition`` left; scheduling again for the same action
+    moves the pending schedule (it keeps its id)."""
+    wanted = []
+    if command.at is not None:
+        wanted.append(_entry(command, command.action, command.at, command.command_id))
+    if command.until is not None:
+        wanted.append(_entry(command, Action.LIFT, command.until, f"{command.command_id}:until"))
+    base = transition.state
+    entries = list(base.scheduled) if base is not None else []
+    for entry in wanted:
+        pending = next((i for i, held in enumerate(entries) if held.action is entry.action), None)
+        if pending is None:
+            entries.append(entry)
+        else:
+            entry.schedule_id = entries[pending].schedule_id
+            entries[pending] = entry
+    scheduled = tuple(sorted(entries, key=lambda held: (held.at, held.schedule_id)))
+    if transition.outcome is Outcome.CHANGED and base is not None:
+        base.scheduled = scheduled  # the version this command made anyway
+        return transition
+    return Transition(Outcome.CHANGED, _next(current, command, now, scheduled=scheduled),
+                      settle_missed_invoices=transition.settle_missed_invoices)
+
+
+def _without(state: CustomerState, schedule_id: str) -> tuple[ScheduledEntry, ...]:
+    return tuple(entry for entry in state.scheduled if entry.schedule_id != schedule_id)
+
+
+def _cancel(current: CustomerState | None, command: SuspensionCommand, now: datetime) -> Transition:
+    if current is None or all(entry.schedule_id != command.schedule_id for entry in current.scheduled):
+        return Transition(Outcome.NOOP, current)  # unknown, fired or cancelled already
+    assert command.schedule_id is not None
+    return Transition(Outcome.CHANGED, _next(current, command, now, scheduled=_without(current, command.schedule_id)))
+
+
+def _fire(current: CustomerState | None, command: SuspensionCommand, now: datetime) -> Transition:
+    """A schedule's moment came: the suspend or lift as a manual one would apply now, and the schedule
+    leaves the pending list. A schedule cancelled before its command arrived does nothing."""
+    assert command.schedule_id is not None
+    entry = next((held for held in current.scheduled if held.schedule_id == command.schedule_id), None) \
+        if current is not None else None
+    if current is None or entry is None or entry.at > command.issued_at:
+        return Transition(Outcome.NOOP, current)  # cancelled, fired already, or moved later since
+    remaining = _without(current, command.schedule_id)
+    transition = _suspend(current, command, now) if command.action is Action.SUSPEND else _lift(current, command, now)
+    if transition.outcome is Outcome.CHANGED and transition.state is not None:
+        transition.state.scheduled = remaining
+        return transition
+    return Transition(Outcome.CHANGED, _next(current, command, now, scheduled=remaining))
 
 
 @dataclass(slots=True)

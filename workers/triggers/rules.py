@@ -19,6 +19,7 @@ from models import (
     PlanSetting,
     Reason,
     SignupSetting,
+    SpaceSetting,
     SuspensionCommand,
 )
 from models.events import CustomerEvent
@@ -34,6 +35,7 @@ class SettingsSnapshot:
     signup: dict[str, SignupSetting] = field(default_factory=dict)  # by space_id
     plans: dict[str, PlanSetting] = field(default_factory=dict)  # by plan_id
     crm_stages: dict[str, CrmStageSetting] = field(default_factory=dict)  # by board_id/stage_id
+    spaces: dict[str, SpaceSetting] = field(default_factory=dict)  # by space_id: time zones (validated here)
 
     def keeps_new_members_suspended(self, space_id: str) -> bool:
         setting = self.signup.get(space_id)

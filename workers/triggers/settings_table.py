@@ -18,8 +18,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from models import ContractModel, CrmStageSetting, DecodeError, PlanSetting, SignupSetting, decode
-from topics import SETTINGS_CRM_STAGES, SETTINGS_PLANS, SETTINGS_SIGNUP, SETTINGS_TOPICS
+from models import ContractModel, CrmStageSetting, DecodeError, PlanSetting, SignupSetting, SpaceSetting, decode
+from topics import SETTINGS_CRM_STAGES, SETTINGS_PLANS, SETTINGS_SIGNUP, SETTINGS_SPACES, SETTINGS_TOPICS
 from workers.runtime.config import Settings
 from workers.runtime.kafka import make_consumer
 from workers.runtime.metrics import Metrics
@@ -36,6 +36,7 @@ SETTINGS_KINDS: dict[str, tuple[str, type[ContractModel], Callable[[Any], str], 
     SETTINGS_PLANS.name: ("plans", PlanSetting, lambda setting: setting.plan_id, "plan_id"),
     SETTINGS_CRM_STAGES.name: ("crm_stages", CrmStageSetting, lambda setting: setting.stage_key,
                                "board_id/stage_id"),
+    SETTINGS_SPACES.name: ("spaces", SpaceSetting, lambda setting: setting.space_id, "space_id"),
 }
 
 

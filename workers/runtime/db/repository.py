@@ -16,7 +16,7 @@ from datetime import datetime
 import asyncpg
 import orjson
 
-from models import STATE_FIELDS, CustomerState, Reason
+from models import STATE_FIELDS, Action, CustomerState, MissedInvoices, Reason, ScheduledEntry
 
 
 @dataclass(slots=True)
@@ -39,6 +39,10 @@ class HistoryRow:
     version_after: int
     source_partition: int
     source_offset: int
+    schedule_id: str | None = None  # the schedule this command cancelled or fired
+    scheduled_at: datetime | None = None  # `at` of a command that scheduled
+    until_at: datetime | None = None
+    fired_delay_ms: int | None = None  # a fired schedule: how long after its moment it applied
 
 
 @dataclass(slots=True)
@@ -66,6 +70,7 @@ def json_rows(rows: Sequence[object]) -> str:
 _SQL_TYPES: dict[object, str] = {
     str: "text", bool: "boolean", int: "bigint", datetime: "timestamptz", tuple[Reason, ...]: "text[]",
     str | None: "text", datetime | None: "timestamptz", int | None: "bigint",
+    tuple[ScheduledEntry, ...]: "jsonb",
 }
 
 
@@ -87,7 +92,21 @@ def state_from_row(row: asyncpg.Record) -> CustomerState:
     """A row selected with ``STATE_COLUMNS``."""
     values = dict(row.items())
     values["reasons"] = tuple(_REASONS[reason] for reason in row["reasons"])
+    values["scheduled"] = scheduled_from_json(row["scheduled"])
     return CustomerState(**values)
+
+
+_ACTIONS = {action.value: action for action in Action}
+_MISSED = {missed.value: missed for missed in MissedInvoices}
+
+
+def scheduled_from_json(text: str) -> tuple[ScheduledEntry, ...]:
+    if text == "[]":  # nearly every row: no schedule
+        return ()
+    return tuple(
+        ScheduledEntry(entry["schedule_id"], _ACTIONS[entry["action"]], datetime.fromisoformat(entry["at"]),
+                       _MISSED.get(entry["missed_invoices"] or ""), entry["actor"], entry["note"])
+        for entry in orjson.loads(text))
 
 
 # --- state worker ---------------------------------------------------------------------------
@@ -192,8 +211,58 @@ async def insert_decisions(conn: asyncpg.Connection, rows: Sequence[DecisionRow]
     )
 
 
+@dataclass(slots=True)
+class ScheduleRow:
+    """One row of schedules (its fields name the columns)."""
+
+    schedule_id: str
+    customer_id: str
+    space_id: str
+    action: str
+    at: datetime
+    missed_invoices: str | None
+    actor: str
+    note: str | None
+    source_partition: int
+    status: str  # pending, fired, cancelled
+    updated_by_command: str
+    updated_at: datetime
+    fired_at: datetime | None = None
+    fired_delay_ms: int | None = None
+
+
+SCHEDULE_NAMES = [field.name for field in dataclasses.fields(ScheduleRow)]
+SCHEDULE_FIELDS = ", ".join(SCHEDULE_NAMES)
+SCHEDULE_COLUMNS = recordset_columns(ScheduleRow, SCHEDULE_NAMES)
+SCHEDULE_UPDATES = ", ".join(f"{name} = EXCLUDED.{name}" for name in SCHEDULE_NAMES if name != "schedule_id")
+
+
+async def write_schedules(conn: asyncpg.Connection, rows: Sequence[ScheduleRow]) -> None:
+    """New, moved and ended schedules of a batch, in one statement (a schedule appears once per batch)."""
+    if rows:
+        await conn.execute(
+            f"INSERT INTO schedules ({SCHEDULE_FIELDS}) SELECT {SCHEDULE_FIELDS} "
+            f"FROM json_to_recordset($1::json) AS t({SCHEDULE_COLUMNS}) "
+            f"ON CONFLICT (schedule_id) DO UPDATE SET {SCHEDULE_UPDATES}",
+            json_rows(rows))
+
+
+async def due_schedules(conn: asyncpg.Connection, partitions: Sequence[int], now: datetime,
+                        limit: int) -> list[asyncpg.Record]:
+    """Pending schedules of these partitions whose moment has come, soonest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT schedule_id, customer_id, space_id, action, at, missed_invoices, actor, note FROM schedules "
+        "WHERE status = 'pending' AND source_partition = ANY($1::int[]) AND at <= $2 ORDER BY at LIMIT $3",
+        list(partitions), now, limit)
+    return rows
+
+
 async def copy_states(conn: asyncpg.Connection, states: Sequence[CustomerState]) -> None:
     """Many states at once with COPY (seeding known customers, e.g. in the benchmarks)."""
+    def value(state: CustomerState, name: str) -> object:
+        field = getattr(state, name)
+        return orjson.dumps(field, option=orjson.OPT_UTC_Z).decode() if name == "scheduled" else field
+
     await conn.copy_records_to_table(
         "customer_state", columns=list(STATE_FIELDS),
-        records=[tuple(getattr(state, name) for name in STATE_FIELDS) for state in states])
+        records=[tuple(value(state, name) for name in STATE_FIELDS) for state in states])
