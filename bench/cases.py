@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import faust
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -24,6 +26,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench.probes import time_consumption
 from models import Action, CustomerState, Reason, ScheduledEntry, utc_iso
+from suspensions import access
+from suspensions.local.ports import free_port
 from suspensions.local.processes import WorkerProcess, metric_total, service_env
 from topics import (
     CRM_OPPORTUNITIES,
@@ -546,3 +550,97 @@ async def schedules_case(settings: Settings, count: int, state_rate: float | Non
                     met=fires == count == once)
     figure.notes.append(f"the last applied {late_s:.1f} s after the moment; {fires} fires for {once} customers")
     return figure
+
+
+async def _paced_requests(client: httpx.AsyncClient, make: Callable[[int], Awaitable[httpx.Response]], rate: int,
+                          count: int) -> list[float]:
+    """``count`` requests at ``rate`` per second (each its own task, so a slow one does not slow the pace);
+    returns the latency of each, in seconds."""
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        started = time.perf_counter()
+        response = await make(i)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+        latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    tasks = []
+    for i in range(count):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    return statistics.median(ordered) * 1000, ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000
+
+
+async def api_case(settings: Settings, rate: int, seconds: float, space_size: int) -> list[Figure]:
+    """The operator API: POST suspend (no wait) at a sustained rate against a bare endpoint of the same
+    framework that does one Kafka send; and a page of 100 customers from a space of ``space_size``."""
+    space = f"api-{uuid.uuid4().hex[:6]}"
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        token = await access.create_token(conn, f"bench-{space}", access.Role.OPERATOR, [space])
+        now = datetime.now(UTC)
+        await repository.copy_states(conn, [CustomerState(f"{space}-{i:07d}", space, i % 5 == 0, (Reason.MANUAL,)
+                                                          if i % 5 == 0 else (), now, None, 1, now, "seed")
+                                            for i in range(space_size)])
+    finally:
+        await conn.close()
+    await fresh_topics(settings, "bench.bare.api")
+    api = bench_worker(settings, "api")
+    port = free_port()
+    bare = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.bare_api:app", "--port", str(port),
+                             "--log-level", "warning"], env=service_env(settings))
+    count = int(rate * seconds)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=50)) as client:
+            for url in (f"http://127.0.0.1:{api.api_port}/healthz", f"http://127.0.0.1:{port}/docs"):
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        if (await client.get(url)).status_code < 500:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{url} did not answer")
+                    await asyncio.sleep(0.1)
+            base = f"http://127.0.0.1:{api.api_port}/api/v1/spaces/{space}"
+            # Warm both (connections, first imports), then measure each at the same offered rate.
+            await _paced_requests(client, lambda i: client.post(f"{base}/customers/warm-{i}/suspend", headers=headers,
+                                                                json={}), rate, min(count, rate))
+            await _paced_requests(client, lambda i: client.post(f"http://127.0.0.1:{port}/send/warm-{i}"), rate,
+                                  min(count, rate))
+            ours = await _paced_requests(client, lambda i: client.post(f"{base}/customers/new-{i}/suspend",
+                                                                       headers=headers, json={"note": "bench"}),
+                                         rate, count)
+            theirs = await _paced_requests(client, lambda i: client.post(f"http://127.0.0.1:{port}/send/k-{i}"),
+                                           rate, count)
+            cursors = [f"{space}-{random.Random(i).randrange(space_size):07d}" for i in range(200)]
+            pages = await _paced_requests(client, lambda i: client.get(f"{base}/customers", headers=headers,
+                                                                       params={"limit": 100, "cursor": cursors[i]}),
+                                          50, len(cursors))
+    finally:
+        api.stop()
+        bare.terminate()
+        bare.wait(30)
+    p50, p99 = _percentiles(ours)
+    bare_p50, bare_p99 = _percentiles(theirs)
+    post = Figure("api: POST suspend (no wait)", count, p50_ms=p50, p99_ms=p99, baseline="bare endpoint, one send",
+                  target="p50 and p99 within 2x of the bare endpoint's",
+                  met=p50 <= 2 * bare_p50 and p99 <= 2 * bare_p99, seconds=seconds)
+    post.notes.append(f"{rate} requests/s; bare endpoint p50 {bare_p50:.1f} ms, p99 {bare_p99:.1f} ms "
+                      f"(ratios {p50 / bare_p50:.2f} / {p99 / bare_p99:.2f})")
+    page_p50, page_p99 = _percentiles(pages)
+    page = Figure(f"api: a page of 100 from a space of {space_size:,}", len(pages), p50_ms=page_p50,
+                  p99_ms=page_p99, target="p99 < 50 ms", met=page_p99 < 50)
+    return [post, page]

@@ -34,6 +34,9 @@ SIZES = {
     "known_customers": (1_000_000, 100_000, 1_000),
     "memory_traffic": (20_000, 5_000, 100),
     "schedules": (100_000, 10_000, 100),
+    "api_rate": (200, 100, 20),
+    "api_seconds": (20.0, 5.0, 1.0),
+    "api_space": (100_000, 20_000, 500),
 }
 
 
@@ -89,6 +92,7 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
             ("bulk", lambda: cases.bulk_case(settings, size["bulk_lines"])),
             ("memory", lambda: cases.memory_case(settings, size["known_customers"], size["memory_traffic"])),
             ("schedules", lambda: cases.schedules_case(settings, size["schedules"], state_rate())),
+            ("api", lambda: cases.api_case(settings, size["api_rate"], size["api_seconds"], size["api_space"])),
         ]
         def state_rate() -> float | None:
             """The state worker's throughput measured earlier in this run (events on)."""

@@ -69,6 +69,8 @@ def in_future(moment: datetime, now: datetime, text: str) -> datetime:
 
 def both_clocks(moment: datetime, tz: ZoneInfo) -> str:
     """A moment as operators read it: UTC, and the space's local time with its offset and zone."""
-    local = moment.astimezone(tz)
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({local:%Y-%m-%d %H:%M %z} {tz.key})"
+    utc = f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    if tz.key == "UTC":
+        return utc
+    return f"{utc} ({moment.astimezone(tz):%Y-%m-%d %H:%M %z} {tz.key})"
 

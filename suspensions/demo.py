@@ -7,14 +7,16 @@ import contextlib
 import uuid
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
 from models import Action, MissedInvoices, utc_iso
-from suspensions import operators
+from suspensions import access, operators
+from suspensions.local.ports import free_port, port_open
 from suspensions.local.stack import LocalStack
-from suspensions.runner import install_signal_handlers, run_workers
+from suspensions.runner import RUNNABLE_NAMES, install_signal_handlers, run_workers
 from topics import (
     CRM_OPPORTUNITIES,
     CUSTOMER_PLAN_CHANGES,
@@ -28,7 +30,6 @@ from topics import (
     SETTINGS_SIGNUP,
     SUSPENSION_STATE,
 )
-from workers.registry import WORKER_NAMES
 from workers.runtime.config import Settings
 from workers.runtime.kafka import make_consumer, producer
 from workers.runtime.metrics import Metrics
@@ -45,14 +46,26 @@ async def run_dev(settings: Settings, *, demo: bool, exit_when_done: bool, conso
     console.print("  to use the CLI against it from another terminal:\n"
                   f"    export SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}\n"
                   f"    export SUSPENSIONS_DATABASE_URL={settings.database_url}")
+    if port_open(settings.api_host, settings.api_port):
+        settings = settings.model_copy(update={"api_port": free_port()})  # 8000 is taken: any free port
+    console_url = f"http://{settings.api_host}:{settings.api_port}/"
+    scenario = Demo(settings, console, Metrics()) if demo else None
+    spaces = [scenario.space_new, scenario.space_plans] if scenario else ["demo"]
+    conn = await asyncpg.connect(**settings.database_connect_args())
+    try:
+        token = await access.create_token(conn, f"demo-{uuid.uuid4().hex[:6]}", access.Role.ADMIN, spaces)
+    finally:
+        await conn.close()
+    console.print(f"  console    {console_url}  (sign in with this admin token for {', '.join(spaces)}:)\n"
+                  f"             {token}")
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    metrics = Metrics()
-    workers = asyncio.create_task(run_workers(settings, WORKER_NAMES, stop, metrics))
+    metrics = scenario.metrics if scenario else Metrics()
+    workers = asyncio.create_task(run_workers(settings, RUNNABLE_NAMES, stop, metrics))
     code = 0
     try:
-        if demo:
-            ok = await Demo(settings, console, metrics).run()
+        if scenario:
+            ok = await scenario.run()
             code = 0 if ok else 1
             if exit_when_done:
                 stop.set()
@@ -119,8 +132,9 @@ class Demo:
                 self.console.print(f"  [red]state[/red]    {v['customer_id']} SUSPENDED "
                                    f"reasons={v['reasons']} version={v['version']}")
             else:
+                how = "lifted" if v.get("lifted_at") else "decided: not suspended"
                 self.console.print(f"  [green]state[/green]    {v['customer_id']} active "
-                                   f"(lifted) version={v['version']}")
+                                   f"({how}) version={v['version']}")
         elif topic == INVOICE_JOBS_ACCEPTED.name:
             kind = "REBILLED after lift" if v.get("rebilled") else "accepted"
             self.console.print(f"  [cyan]invoice[/cyan]  {v.get('job_id')} for {v.get('customer_id')} "
@@ -185,7 +199,7 @@ class Demo:
         await self._send(kafka, CUSTOMER_SIGNUPS.name, self.alice, self._event(self.alice, a, email="alice@example.com"))
         await self._expect(SUSPENSION_STATE.name, {"customer_id": self.alice, "suspended": True})
 
-        self._step(f"bob signs up in {p}: that space lets new members in, so nothing happens; "
+        self._step(f"bob signs up in {p}: that space lets new members in, so he is decided active; "
                    "his invoice is accepted")
         await self._send(kafka, CUSTOMER_SIGNUPS.name, self.bob, self._event(self.bob, p))
         await self._send(kafka, INVOICE_JOBS.name, self.bob, self._job(self.bob, p, f"inv-{self.bob}"))

@@ -88,3 +88,15 @@ async def schedule(conn: asyncpg.Connection, schedule_id: str) -> asyncpg.Record
     row: asyncpg.Record | None = await conn.fetchrow(
         f"SELECT {SCHEDULE_COLUMNS}, fired_at, fired_delay_ms FROM schedules WHERE schedule_id = $1", schedule_id)
     return row
+
+
+async def space_states_page(conn: asyncpg.Connection, space_id: str, *, suspended: bool | None, after: str,
+                            search: str, limit: int) -> list[CustomerState]:
+    """One page of a space's customers in customer id order (keyset: those after ``after``), optionally only
+    the (not) suspended ones, or those whose id contains ``search``."""
+    rows = await conn.fetch(
+        f"SELECT {STATE_COLUMNS} FROM customer_state WHERE space_id = $1 AND ($2::boolean IS NULL OR suspended = $2) "
+        "AND customer_id > $3 AND ($4 = '' OR strpos(customer_id, $4) > 0) ORDER BY customer_id LIMIT $5",
+        space_id, suspended, after, search, limit,
+    )
+    return [state_from_row(row) for row in rows]

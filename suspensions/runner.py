@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from suspensions.lag import LagProbe
-from workers.registry import WorkerSpec, consumer_groups, workers_named
+from workers.registry import WORKER_NAMES, WorkerSpec, consumer_groups, workers_named
 from workers.runtime.broker_check import BrokerCheck, check_broker
 from workers.runtime.config import Settings
 from workers.runtime.context import WorkerContext
@@ -69,10 +69,14 @@ async def _sample_lag(settings: Settings, specs: Sequence[WorkerSpec], metrics: 
             await asyncio.wait_for(stop.wait(), settings.lag_sample_interval_s)
 
 
+API = "api"  # the operator API and console: not a worker, one more runnable of the process
+RUNNABLE_NAMES = (*WORKER_NAMES, API)
+
+
 async def run_workers(
     settings: Settings, names: Sequence[str], stop: asyncio.Event, metrics: Metrics | None = None
 ) -> None:
-    specs = workers_named(names)
+    specs = workers_named(name for name in names if name != API)
     metrics = metrics or Metrics()
     running = [(spec, WorkerHealth(spec.name)) for spec in specs]
     tasks: list[asyncio.Task[None]] = []
@@ -83,17 +87,23 @@ async def run_workers(
         if settings.http_port:  # first: /readyz says why while the dependencies are not reachable yet
             http_runner = await start_http(metrics, [health for _, health in running], settings.http_port)
             log.info("http endpoints serving", extra={"port": settings.http_port})
-        producer = await start_producer(settings, stop, on_unavailable=lambda check: _report_broker(running, check))
-        if any(spec.needs_database for spec in specs):
-            pool = await connect_pool(settings, stop, on_unavailable=lambda cause: _report_database(running, cause))
-        for spec, health in running:
-            context = WorkerContext(spec.name, spec.group(settings), settings, metrics, health, producer,
-                                    pool if spec.needs_database else None)
-            tasks.append(asyncio.create_task(spec.build(context).run(stop), name=f"worker-{spec.name}"))
+        if API in names:
+            from suspensions.api.server import serve_api
 
-        tasks.append(asyncio.create_task(_watch_dependencies(settings, pool, running, stop), name="health"))
-        if settings.lag_sample_interval_s > 0:
-            tasks.append(asyncio.create_task(_sample_lag(settings, specs, metrics, stop), name="lag"))
+            tasks.append(asyncio.create_task(serve_api(settings, stop, metrics), name="api"))
+        if specs:
+            producer = await start_producer(settings, stop,
+                                            on_unavailable=lambda check: _report_broker(running, check))
+            if any(spec.needs_database for spec in specs):
+                pool = await connect_pool(settings, stop,
+                                          on_unavailable=lambda cause: _report_database(running, cause))
+            for spec, health in running:
+                context = WorkerContext(spec.name, spec.group(settings), settings, metrics, health, producer,
+                                        pool if spec.needs_database else None)
+                tasks.append(asyncio.create_task(spec.build(context).run(stop), name=f"worker-{spec.name}"))
+            tasks.append(asyncio.create_task(_watch_dependencies(settings, pool, running, stop), name="health"))
+            if settings.lag_sample_interval_s > 0:
+                tasks.append(asyncio.create_task(_sample_lag(settings, specs, metrics, stop), name="lag"))
 
         log.info("workers running", extra={"workers": [spec.name for spec in specs]})
         stop_waiter = asyncio.create_task(stop.wait())

@@ -1,7 +1,8 @@
 """The `suspensions` command: run workers, operate suspensions, inspect state.
 
 One module per command group: ``service`` (topics, schema, contract, run, dev), ``operate``
-(suspend, lift, bulk), ``inspect`` (status, history, list, billing) and ``operations`` (lag).
+(suspend, lift, bulk, schedule), ``inspect`` (status, history, list, billing), ``operations`` (lag,
+doctor) and ``access`` (tokens).
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import logging
 
 import typer
 
-from suspensions.cli import inspect, operate, operations, service
+from suspensions.cli import access, inspect, operate, operations, service
 
 # No locals in tracebacks: they would print settings and secrets.
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False,
                   pretty_exceptions_show_locals=False)
-for group in (service, operate, inspect, operations):
+for group in (service, operate, inspect, operations, access):
     group.register(app)
 
 

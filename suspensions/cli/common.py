@@ -21,7 +21,8 @@ from workers.runtime.config import Settings, SettingsError
 
 T = TypeVar("T")
 
-console = Console(soft_wrap=True)
+# Off a terminal (a pipe, a log), rich assumes 80 columns and folds tables past reading.
+console = Console(soft_wrap=True) if sys.stdout.isatty() else Console(soft_wrap=True, width=200)
 errors = Console(stderr=True, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from suspensions.cli.common import console, fail, run_async, settings
-from workers.registry import WORKER_NAMES
+from suspensions.runner import RUNNABLE_NAMES
 from workers.runtime.logs import configure_logging
 
 topics_app = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=True)
@@ -36,6 +36,23 @@ def contract_asyncapi() -> None:
     sys.stdout.write(json.dumps(asyncapi_document(), indent=2) + "\n")
 
 
+@contract_app.command("openapi")
+def contract_openapi() -> None:
+    """Print the operator API's OpenAPI 3.1 document (JSON); docs/openapi.json is this output."""
+    from suspensions.api.app import build_app
+    from suspensions.api.service import Operations
+    from workers.runtime.metrics import Metrics
+
+    async def no_operations() -> Operations:
+        raise RuntimeError("the document needs no connection")
+
+    async def nothing_to_close() -> None:
+        return None
+
+    app = build_app(no_operations, Metrics(), nothing_to_close)
+    sys.stdout.write(json.dumps(app.openapi(), indent=2) + "\n")
+
+
 @contract_app.command("schemas")
 def contract_schemas(
     folder: Annotated[Path, typer.Argument(help="Where to write one JSON file per topic.")] = Path("docs/schemas"),
@@ -57,17 +74,18 @@ def db_migrate() -> None:
 
 
 def run(
-    workers: Annotated[list[str] | None, typer.Argument(help=f"{', '.join(WORKER_NAMES)} (default: all)")] = None,
+    workers: Annotated[list[str] | None, typer.Argument(
+        help=f"{', '.join(RUNNABLE_NAMES)} (default: all; api is the operator API and console)")] = None,
 ) -> None:
-    """Run the named workers until SIGINT/SIGTERM, then stop cleanly."""
+    """Run the named workers (and the operator API) until SIGINT/SIGTERM, then stop cleanly."""
     from suspensions.runner import install_signal_handlers, run_workers
 
     config = settings()
     configure_logging(config.log_level, config.log_format)
-    names = workers or list(WORKER_NAMES)
-    unknown = sorted(set(names) - set(WORKER_NAMES))
+    names = workers or list(RUNNABLE_NAMES)
+    unknown = sorted(set(names) - set(RUNNABLE_NAMES))
     if unknown:
-        fail(f"unknown worker(s) {', '.join(unknown)}; choose from {', '.join(WORKER_NAMES)}", 2)
+        fail(f"unknown worker(s) {', '.join(unknown)}; choose from {', '.join(RUNNABLE_NAMES)}", 2)
 
     async def main() -> None:
         stop = asyncio.Event()

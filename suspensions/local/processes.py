@@ -61,17 +61,20 @@ def peak_rss_bytes(pid: int) -> int:
 
 @dataclass
 class WorkerProcess:
-    """`suspensions run [workers]` as a real process; its output goes to ``log_path``."""
+    """`suspensions run [workers]` as a real process (all workers and the API by default); its output goes
+    to ``log_path``."""
 
     settings: Settings
     workers: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     http_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)  # the operator API, when the process runs it
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        env = service_env(self.settings, SUSPENSIONS_HTTP_PORT=str(self.http_port), **self.extra_env)
+        env = service_env(self.settings, SUSPENSIONS_HTTP_PORT=str(self.http_port),
+                          SUSPENSIONS_API_PORT=str(self.api_port), **self.extra_env)
         log: IO[bytes] | int = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "suspensions", "run", *self.workers], env=env, stdout=log, stderr=log,

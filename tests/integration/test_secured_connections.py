@@ -289,14 +289,22 @@ async def test_secrets_come_from_files_and_never_show(settings: Settings, tmp_pa
 
 @pytest_asyncio.fixture(scope="module")
 async def tls_postgres(settings: Settings, pki: Pki) -> AsyncIterator[tuple[Settings, LocalPostgres]]:
+    """A PostgreSQL over TLS and a broker of its own: the session's workers must not take its commands."""
+    from suspensions.local.broker import LocalBroker
+
     server = pki.ca.issue_cert("127.0.0.1", "localhost")
     postgres = LocalPostgres(tls=(b"".join(pem.bytes() for pem in server.cert_chain_pems),
                                   server.private_key_pem.bytes()))
     await asyncio.to_thread(postgres.start)
+    broker = LocalBroker().start()
     try:
         url = f"{postgres.url}?sslmode=verify-full&sslrootcert={pki.path('ca.pem')}"
-        yield settings.model_copy(update={"database_url": url}), postgres
+        verified = settings.model_copy(update={"database_url": url,
+                                               "kafka_bootstrap_servers": broker.bootstrap_servers})
+        await create_topics(verified)
+        yield verified, postgres
     finally:
+        broker.stop()
         await asyncio.to_thread(postgres.stop)
 
 

@@ -112,3 +112,16 @@ def test_the_certificates_are_made_by_a_one_shot_service_before_the_broker() -> 
 def test_the_image_runs_as_a_user_that_is_not_root() -> None:
     users = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_the_api_runs_with_the_workers_settings_and_is_scraped() -> None:
+    api = SERVICES["api"]
+    assert api["command"] == ["run", "api"]
+    env = api["environment"]
+    assert not set(env) - SETTINGS_FIELDS
+    assert env["SUSPENSIONS_API_HOST"] == "0.0.0.0" and f"{env['SUSPENSIONS_API_PORT']}:" in api["ports"][0]
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    config = yaml.safe_load((ROOT / "ops" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert f"api:{env['SUSPENSIONS_API_PORT']}" in jobs["suspensions-api"]
+    assert _merged_env("api")["SUSPENSIONS_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"

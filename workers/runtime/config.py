@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     retry_initial_backoff_s: float = 0.2
     retry_max_backoff_s: float = 5.0
 
+    # The operator API and console (`suspensions run api`).
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+
     # HTTP endpoint of /metrics, /healthz and /readyz; 0 disables it.
     http_port: int = Field(default=0, ge=0, le=65535)
     # How often each worker process samples its groups' lag for /metrics; 0 disables.

@@ -62,6 +62,14 @@ class Metrics:
             "suspensions_schedules_fired_total", "Commands published for due schedules (a re-publish counts).",
             registry=r,
         )
+        self.http_requests = Histogram(
+            "suspensions_http_request_duration_seconds", "Operator API and console requests.",
+            ["route", "method", "status"], buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.auth_failures = Counter(
+            "suspensions_auth_failures_total", "Requests refused for a missing, unknown or revoked token or session.",
+            ["reason"], registry=r,
+        )
         self.retries = Counter(
             "suspensions_transient_failures_total", "Batches retried after a transient failure.",
             ["worker", "dependency"], registry=r,

@@ -1,0 +1,1 @@
+"""The operators' front door: an authenticated HTTP API and a server-rendered console, one process."""

@@ -1,0 +1,219 @@
+"""What operators can do, once, for the API and the console alike: every query scoped by the principal.
+
+Another space's customer answers exactly as a customer that does not exist (NotFound), so a token can
+not probe other tenants. A role that may not act is Forbidden. The actor of every command is the
+principal's, never the request's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from models import Action, CustomerState, MissedInvoices, Source, SuspensionCommand
+from suspensions import operators, queries
+from suspensions.access import Principal, Role
+from suspensions.lag import measure
+from suspensions.zones import UTC_ZONE, space_zones
+from workers.registry import consumer_groups
+from workers.runtime.config import Settings
+
+ZONES_TTL_S = 10.0
+BULK_BATCH = 1_000
+
+
+class NotFound(Exception):
+    """No such customer, bulk job or space, or one of another space: the same answer."""
+
+
+class Forbidden(Exception):
+    def __init__(self, needed: Role) -> None:
+        super().__init__(f"this token's role may not do this (needs {needed.name.lower()})")
+
+
+@dataclass
+class Acted:
+    command: SuspensionCommand
+    outcome: str | None  # None: not waited for, or not applied in time
+    state: CustomerState | None
+
+
+@dataclass
+class Operations:
+    settings: Settings
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    _zones: dict[str, ZoneInfo] = field(default_factory=dict)
+    _zones_at: float = 0.0
+    _bulk_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # --- scope ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def visible(principal: Principal, space: str) -> None:
+        if not principal.sees(space):
+            raise NotFound()
+
+    @staticmethod
+    def allowed(principal: Principal, role: Role) -> None:
+        if not principal.may(role):
+            raise Forbidden(role)
+
+    async def zone(self, space: str) -> ZoneInfo:
+        if time.monotonic() - self._zones_at > ZONES_TTL_S:
+            self._zones, self._zones_at = await space_zones(self.settings), time.monotonic()
+        return self._zones.get(space, UTC_ZONE)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def customers(self, principal: Principal, space: str, *, suspended: bool | None, after: str = "",
+                        search: str = "", limit: int = 100) -> tuple[list[CustomerState], str | None]:
+        self.visible(principal, space)
+        async with self.pool.acquire() as conn:
+            states = await queries.space_states_page(conn, space, suspended=suspended, after=after, search=search,
+                                                     limit=limit + 1)
+        more = len(states) > limit
+        states = states[:limit]
+        return states, (states[-1].customer_id if more and states else None)
+
+    async def customer(self, principal: Principal, space: str, customer: str) -> CustomerState:
+        self.visible(principal, space)
+        async with self.pool.acquire() as conn:
+            state = await queries.customer_state(conn, customer)
+        if state is None or state.space_id != space:
+            raise NotFound()
+        return state
+
+    async def history(self, principal: Principal, space: str, customer: str) -> list[dict[str, Any]]:
+        self.visible(principal, space)
+        async with self.pool.acquire() as conn:
+            rows = await queries.customer_history(conn, customer)
+        entries = [dict(row) for row in rows if row["space_id"] == space]
+        if not entries:
+            raise NotFound()
+        return entries
+
+    async def dropped(self, principal: Principal, space: str, limit: int = 1000) -> dict[str, Any]:
+        self.visible(principal, space)
+        statuses = ["dropped", "rebilled", "waived"]
+        async with self.pool.acquire() as conn:
+            jobs = await queries.invoice_decisions(conn, space_id=space, customer_id=None, statuses=statuses,
+                                                   limit=limit)
+            totals = await queries.invoice_totals(conn, space_id=space, customer_id=None, statuses=statuses)
+        return {"jobs": [dict(job) | {"amount": str(job["amount"])} for job in jobs],
+                "totals": [dict(total) | {"total": str(total["total"])} for total in totals]}
+
+    async def pending_schedules(self, principal: Principal, space: str) -> list[dict[str, object]]:
+        self.visible(principal, space)
+        tz = await self.zone(space)
+        async with self.pool.acquire() as conn:
+            rows = await queries.pending_schedules(conn, space)
+        return [operators.schedule_view(row, tz) for row in rows]
+
+    async def lag(self, principal: Principal) -> list[dict[str, object]]:
+        self.allowed(principal, Role.ADMIN)
+        groups: dict[str, tuple[str, ...] | None] = dict(consumer_groups(self.settings))
+        return [report.as_dict() for report in await measure(self.settings, groups, 0, 1)]
+
+    # --- acting --------------------------------------------------------------------------------
+
+    async def act(self, principal: Principal, space: str, customer: str, action: Action, *, note: str | None,
+                  missed: MissedInvoices | None = None, at: str | None = None, until: str | None = None,
+                  source: Source = Source.OPERATOR_API, wait: bool = False, timeout_s: float = 10.0) -> Acted:
+        """Publish a suspend or lift (now, or scheduled); raises pydantic's ValidationError or MomentError
+        for bad input, before anything is published."""
+        self.visible(principal, space)
+        self.allowed(principal, Role.OPERATOR)
+        moments = operators.schedule_moments(at, until, await self.zone(space)) if at or until else None
+        command = operators.manual_command(action, customer, space, principal.actor, note, missed, source=source,
+                                           at=moments.at if moments else None,
+                                           until=moments.until if moments else None)
+        await operators.publish(self.producer, [command])
+        if not wait:
+            return Acted(command, None, None)
+        async with self.pool.acquire() as conn:
+            outcome = await operators.wait_for_command(conn, command.command_id, timeout_s)
+            state = await queries.customer_state(conn, customer) if outcome else None
+        return Acted(command, outcome, state if state is not None and state.space_id == space else None)
+
+    async def start_bulk(self, principal: Principal, space: str, action: Action, text: str,
+                         missed: MissedInvoices | None) -> str:
+        """Record the job, then read, publish and confirm it in the background; progress is in PostgreSQL."""
+        self.visible(principal, space)
+        self.allowed(principal, Role.OPERATOR)
+        bulk_id = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO bulk_jobs (bulk_id, space_id, action, actor, status, created_at, updated_at) "
+                "VALUES ($1, $2, $3, $4, 'running', $5, $5)", bulk_id, space, action.value, principal.actor, now)
+        task = asyncio.create_task(self._run_bulk(bulk_id, principal, space, action, text, missed))
+        self._bulk_tasks.add(task)
+        task.add_done_callback(self._bulk_tasks.discard)
+        return bulk_id
+
+    async def _run_bulk(self, bulk_id: str, principal: Principal, space: str, action: Action, text: str,
+                        missed: MissedInvoices | None) -> None:
+        report: list[dict[str, object]] = []
+        commands: list[tuple[int, SuspensionCommand]] = []
+        try:
+            lines = list(operators.read_bulk_lines(io.StringIO(text)))
+            for item in lines:
+                if isinstance(item, operators.MalformedLine):
+                    report.append({"line": item.line_number, "error": item.error})
+                elif item.space_id != space:
+                    report.append({"line": item.line_number, "customer_id": item.customer_id,
+                                   "error": f"space_id {item.space_id!r} is not this space ({space})"})
+                else:
+                    commands.append((item.line_number, operators.bulk_command(action, item, principal.actor, missed)))
+            for start in range(0, len(commands), BULK_BATCH):
+                batch = [command for _, command in commands[start:start + BULK_BATCH]]
+                await operators.publish(self.producer, batch)
+                await self._progress(bulk_id, lines=len(lines), published=start + len(batch))
+            async with self.pool.acquire() as conn:
+                outcomes = await operators.wait_for_outcomes(conn, [c.command_id for _, c in commands], 300)
+            for line, command in commands:
+                report.append({"line": line, "customer_id": command.customer_id, "command_id": command.command_id,
+                               "outcome": outcomes.get(command.command_id, "unconfirmed")})
+            report.sort(key=lambda entry: int(str(entry["line"])))
+            await self._finish(bulk_id, "done", report, len(lines), len(commands), None)
+        except Exception as error:  # the job says it failed, with what it managed
+            await self._finish(bulk_id, "failed", report, 0, 0, f"{type(error).__name__}: {error}")
+            raise
+
+    async def _progress(self, bulk_id: str, *, lines: int, published: int) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("UPDATE bulk_jobs SET lines = $2, published = $3, updated_at = $4 WHERE bulk_id = $1",
+                               bulk_id, lines, published, datetime.now(UTC))
+
+    async def _finish(self, bulk_id: str, status: str, report: list[dict[str, object]], lines: int, published: int,
+                      error: str | None) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE bulk_jobs SET status = $2, report = $3::jsonb, lines = greatest(lines, $4), "
+                "published = greatest(published, $5), error = $6, updated_at = $7 WHERE bulk_id = $1",
+                bulk_id, status, orjson.dumps(report).decode(), lines, published, error, datetime.now(UTC))
+
+    async def bulk(self, principal: Principal, space: str, bulk_id: str) -> dict[str, Any]:
+        self.visible(principal, space)
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT * FROM bulk_jobs WHERE bulk_id = $1 AND space_id = $2", bulk_id, space)
+        if row is None:
+            raise NotFound()
+        job = dict(row)
+        report = orjson.loads(job.pop("report")) if job["report"] else None
+        summary: dict[str, int] = {}
+        for entry in report or []:
+            key = str(entry.get("outcome") or "malformed")
+            summary[key] = summary.get(key, 0) + 1
+        return job | {"report": report, "summary": summary}

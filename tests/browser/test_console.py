@@ -1,0 +1,215 @@
+"""Issue 13: the console as a person uses it, in a real browser (Debian's headless Chromium).
+
+Set SUSPENSIONS_SCREENSHOTS to a folder to keep a screenshot of each page (docs/screenshots holds the
+committed ones).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from suspensions import access
+from suspensions.access import Role
+from tests.support import WorkerProcess, uid, wait_until
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(os.environ["SUSPENSIONS_SCREENSHOTS"]) if os.environ.get("SUSPENSIONS_SCREENSHOTS") else None
+
+
+@pytest_asyncio.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).is_file(), "Debian's chromium is missing: `scripts/dev test` installs it"
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield launched
+        await launched.close()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def console(workers: WorkerProcess) -> str:
+    base = f"http://127.0.0.1:{workers.api_port}"
+
+    async def up() -> bool:
+        async with httpx.AsyncClient() as client:
+            try:
+                return (await client.get(f"{base}/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+    await wait_until(up, 60, "the console to answer")
+    return base
+
+
+async def token(db: asyncpg.Pool, role: Role, *spaces: str) -> str:
+    async with db.acquire() as conn:
+        return await access.create_token(conn, uid(role.name.lower()), role, list(spaces))
+
+
+async def signed_in(browser: Browser, console: str, secret: str) -> Page:
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    await page.goto(console + "/")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await shot(page, "signin")
+    await page.get_by_label("API token").fill(secret)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name=re.compile("Customers"))).to_be_visible()
+    return page
+
+
+async def shot(page: Page, name: str) -> None:
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+async def suspend_by_api(console: str, secret: str, space: str, customer: str, note: str | None = None) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{console}/api/v1/spaces/{space}/customers/{customer}/suspend?wait=true",
+                                     headers={"Authorization": f"Bearer {secret}"}, json={"note": note})
+        assert response.status_code == 200, response.text
+
+
+async def test_find_suspend_with_a_note_and_lift_with_waive(browser: Browser, console: str, db: asyncpg.Pool) -> None:
+    space = uid("space")
+    operator = await token(db, Role.OPERATOR, space)
+    customer, other = uid("member"), uid("member")
+    await suspend_by_api(console, operator, space, other)
+    await suspend_by_api(console, operator, space, customer, "first suspension")
+    async with httpx.AsyncClient() as client:  # known and active before the operator acts in the console
+        lifted = await client.post(f"{console}/api/v1/spaces/{space}/customers/{customer}/lift?wait=true",
+                                   headers={"Authorization": f"Bearer {operator}"}, json={})
+        assert lifted.status_code == 200
+    page = await signed_in(browser, console, operator)
+    await page.get_by_label("Search customers").fill(customer)
+    await page.get_by_role("button", name="Search").click()
+    await expect(page.get_by_role("link", name=customer)).to_be_visible()
+    await expect(page.get_by_role("link", name=other)).to_have_count(0)
+    await page.get_by_role("link", name=customer).click()
+
+    await page.get_by_label("Note (why)").fill("deposit unpaid since March")
+    await page.get_by_label(re.compile("I confirm")).check()
+    await page.get_by_role("button", name=f"Suspend {customer}").click()
+    await expect(page.get_by_role("status")).to_contain_text("suspend → changed")
+    await expect(page.get_by_text("Suspended", exact=True).first).to_be_visible()
+    history = page.locator(".timeline .event").first
+    await expect(history).to_contain_text("deposit unpaid since March")
+    await expect(history).to_contain_text("by admin:operator-")
+    await shot(page, "customer")
+
+    await page.get_by_label("Waive them").check()
+    await page.get_by_label(re.compile("I confirm")).check()
+    await page.get_by_role("button", name=f"Lift {customer}").click()
+    await expect(page.get_by_role("status")).to_contain_text("lift → changed")
+    latest = page.locator(".timeline .event").first
+    await expect(latest).to_contain_text("waive")
+    await expect(page.locator(".badge.active.big")).to_be_visible()
+
+    await page.goto(f"{console}/console/spaces/{space}/customers?suspended=1")
+    await expect(page.get_by_role("link", name=other)).to_be_visible()
+    await expect(page.get_by_role("link", name=customer)).to_have_count(0)
+    await shot(page, "customers")
+    await page.close()
+
+
+async def test_bulk_upload_of_a_thousand_lines_with_a_malformed_one(browser: Browser, console: str,
+                                                                    db: asyncpg.Pool, tmp_path: Path) -> None:
+    space = uid("space")
+    operator = await token(db, Role.OPERATOR, space)
+    lines = [f"{uid('bulk')},{space},from the console\n" for _ in range(1_000)]
+    lines.insert(500, "this line has one column\n")
+    csv_file = tmp_path / "members.csv"
+    csv_file.write_text("customer_id,space_id,note\n" + "".join(lines))
+    page = await signed_in(browser, console, operator)
+    await page.get_by_role("link", name="Bulk actions").click()
+    await shot(page, "bulk-form")
+    await page.set_input_files("#file", str(csv_file))
+    await page.get_by_role("button", name="Upload and run").click()
+    await expect(page.locator("#bulk-status")).to_have_text("done", timeout=90_000)
+    await expect(page.locator(".summary")).to_contain_text("changed: 1000")
+    await expect(page.locator(".summary")).to_contain_text("malformed: 1")
+    bad = page.locator("#bulk-problems tr.bad")
+    await expect(bad).to_have_count(1)
+    await expect(page.locator("#bulk-report tr")).to_have_count(1 + 1_001)  # header and every line
+    await expect(bad).to_contain_text("502")  # the header is line 1
+    await expect(bad).to_contain_text("expected 2 or 3 columns")
+    await shot(page, "bulk-report")
+    await page.close()
+
+
+async def test_a_viewer_sees_no_actions_and_the_api_refuses_its_post(browser: Browser, console: str,
+                                                                     db: asyncpg.Pool) -> None:
+    space = uid("space")
+    operator, viewer = await token(db, Role.OPERATOR, space), await token(db, Role.VIEWER, space)
+    customer = uid("member")
+    await suspend_by_api(console, operator, space, customer)
+    page = await signed_in(browser, console, viewer)
+    await page.goto(f"{console}/console/spaces/{space}/customers/{customer}")
+    await expect(page.get_by_role("heading", name=re.compile(customer))).to_be_visible()
+    await expect(page.get_by_role("button", name=re.compile("Suspend|Lift"))).to_have_count(0)
+    await expect(page.get_by_role("link", name="Bulk actions")).to_have_count(0)
+    async with httpx.AsyncClient() as client:
+        refused = await client.post(f"{console}/api/v1/spaces/{space}/customers/{customer}/lift",
+                                    headers={"Authorization": f"Bearer {viewer}"}, json={})
+    assert refused.status_code == 403
+    # A form posted from elsewhere (no form token of the session) changes nothing either.
+    forged = await page.request.post(f"{console}/console/spaces/{space}/customers/{customer}/lift",
+                                     form={"csrf": "forged", "confirm": "yes", "missed_invoices": "bill"})
+    assert forged.status == 403
+    await page.close()
+
+
+async def test_another_space_by_url_is_not_found(browser: Browser, console: str, db: asyncpg.Pool) -> None:
+    mine, theirs = uid("space"), uid("space")
+    customer = uid("member")
+    await suspend_by_api(console, await token(db, Role.OPERATOR, theirs), theirs, customer)
+    page = await signed_in(browser, console, await token(db, Role.ADMIN, mine))
+    for url in (f"/console/spaces/{theirs}/customers/{customer}", f"/console/spaces/{theirs}/customers",
+                f"/console/spaces/{mine}/customers/{customer}"):
+        response = await page.goto(console + url)
+        assert response is not None and response.status == 404
+        await expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    await expect(page.get_by_text(customer)).to_have_count(0)
+    await page.close()
+
+
+async def test_a_note_with_a_script_shows_as_text(browser: Browser, console: str, db: asyncpg.Pool) -> None:
+    space = uid("space")
+    operator = await token(db, Role.OPERATOR, space)
+    customer, note = uid("member"), "<script>window.__pwned = 1</script><b>bold?</b>"
+    await suspend_by_api(console, operator, space, customer, note)
+    page = await signed_in(browser, console, operator)
+    await page.goto(f"{console}/console/spaces/{space}/customers/{customer}")
+    await expect(page.locator(".timeline .note").first).to_have_text(note)
+    assert await page.evaluate("window.__pwned") is None
+    assert await page.locator(".timeline .note b").count() == 0
+    await page.goto(f"{console}/console/lag")
+    await expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()  # an operator is not an admin
+    await page.close()
+
+
+async def test_admin_pages(browser: Browser, console: str, db: asyncpg.Pool) -> None:
+    space = uid("space")
+    admin = await token(db, Role.ADMIN, space)
+    page = await signed_in(browser, console, admin)
+    await page.get_by_role("link", name="Lag").click()
+    await expect(page.get_by_role("heading", name="Consumer lag")).to_be_visible()
+    await expect(page.get_by_text("suspensions-state").first).to_be_visible()
+    await shot(page, "lag")
+    await page.goto(f"{console}/console/spaces/{space}/invoices")
+    await expect(page.get_by_role("heading", name=re.compile("Invoices not billed"))).to_be_visible()
+    await shot(page, "invoices")
+    await page.close()

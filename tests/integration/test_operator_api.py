@@ -1,0 +1,218 @@
+"""Issue 13: the operator API over real HTTP, against the session's own process (workers and API)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+
+from suspensions import access
+from suspensions.access import Role
+from suspensions.local.processes import metric_total
+from tests.support import TopicTail, WorkerProcess, uid, wait_until
+from topics import SUSPENSION_COMMANDS
+from workers.runtime.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Tokens:
+    space: str
+    other_space: str
+    admin: str
+    operator: str
+    operator_name: str
+    viewer: str
+    other: str  # an operator of the other space only
+
+
+@pytest_asyncio.fixture(scope="module")
+async def tokens(db: asyncpg.Pool) -> Tokens:
+    space, other = uid("space"), uid("space")
+    names = {role: uid(role) for role in ("admin", "operator", "viewer", "other")}
+    async with db.acquire() as conn:
+        made = {
+            "admin": await access.create_token(conn, names["admin"], Role.ADMIN, [space, other]),
+            "operator": await access.create_token(conn, names["operator"], Role.OPERATOR, [space]),
+            "viewer": await access.create_token(conn, names["viewer"], Role.VIEWER, [space]),
+            "other": await access.create_token(conn, names["other"], Role.OPERATOR, [other]),
+        }
+    return Tokens(space, other, made["admin"], made["operator"], names["operator"], made["viewer"], made["other"])
+
+
+@pytest_asyncio.fixture(scope="module")
+async def api(workers: WorkerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{workers.api_port}", timeout=30) as client:
+        async def up() -> bool:
+            try:
+                return (await client.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(up, 60, "the operator API to answer")
+        yield client
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def path(space: str, customer: str = "", tail: str = "") -> str:
+    return f"/api/v1/spaces/{space}/customers" + (f"/{customer}" if customer else "") + tail
+
+
+async def test_who_may_do_what(api: httpx.AsyncClient, tokens: Tokens, workers: WorkerProcess,
+                               db: asyncpg.Pool, tail: TopicTail) -> None:
+    customer = uid("cust")
+    failures_before = await asyncio.to_thread(metric_total, workers.api_port, "suspensions_auth_failures_total")
+    assert (await api.get(path(tokens.space))).status_code == 401
+    assert (await api.get(path(tokens.space), headers=auth("sus_not-a-token"))).status_code == 401
+    failures = await asyncio.to_thread(metric_total, workers.api_port, "suspensions_auth_failures_total")
+    assert failures >= failures_before + 2
+
+    # An operator acts; the actor is taken from its token, whatever the request says.
+    accepted = await api.post(path(tokens.space, customer, "/suspend"), headers=auth(tokens.operator),
+                              json={"note": "unpaid deposit", "actor": "admin:someone-else"})
+    assert accepted.status_code == 202 and accepted.json()["command_id"]
+    [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=customer)
+    assert command["actor"] == f"admin:{tokens.operator_name}" and command["source"] == "operator_api"
+    applied = await api.post(path(tokens.space, customer, "/lift") + "?wait=true", headers=auth(tokens.operator),
+                             json={"note": "paid", "missed_invoices": "waive"})
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["outcome"] == "changed" and applied.json()["state"]["suspended"] is False
+
+    # A viewer reads but may not act.
+    assert (await api.get(path(tokens.space, customer), headers=auth(tokens.viewer))).status_code == 200
+    refused = await api.post(path(tokens.space, customer, "/suspend"), headers=auth(tokens.viewer), json={})
+    assert refused.status_code == 403
+    history = (await api.get(path(tokens.space, customer, "/history"), headers=auth(tokens.viewer))).json()
+    assert [(h["action"], h["actor"]) for h in history] == [("suspend", f"admin:{tokens.operator_name}"),
+                                                            ("lift", f"admin:{tokens.operator_name}")]
+    # Only admins see the lag.
+    assert (await api.get("/api/v1/lag", headers=auth(tokens.operator))).status_code == 403
+    lag = await api.get("/api/v1/lag", headers=auth(tokens.admin))
+    assert lag.status_code == 200 and {g["group"] for g in lag.json()} >= {"suspensions-state"}
+
+
+async def test_another_space_answers_as_nothing(api: httpx.AsyncClient, tokens: Tokens) -> None:
+    customer = uid("cust")
+    made = await api.post(path(tokens.other_space, customer, "/suspend") + "?wait=true", headers=auth(tokens.other),
+                          json={})
+    assert made.status_code == 200
+    theirs = await api.get(path(tokens.other_space, customer), headers=auth(tokens.operator))
+    missing = await api.get(path(tokens.space, uid("nobody")), headers=auth(tokens.operator))
+    assert (theirs.status_code, theirs.json()) == (missing.status_code, missing.json()) == (404, {"detail": "not found"})
+    for probe in (path(tokens.other_space), path(tokens.other_space, customer, "/history"),
+                  f"/api/v1/spaces/{tokens.other_space}/invoices/dropped"):
+        assert (await api.get(probe, headers=auth(tokens.operator))).status_code == 404
+    acting = await api.post(path(tokens.other_space, customer, "/lift"), headers=auth(tokens.operator), json={})
+    assert acting.status_code == 404
+    # The customer of the other space is untouched by that attempt.
+    state = await api.get(path(tokens.other_space, customer), headers=auth(tokens.other))
+    assert state.json()["suspended"] is True and state.json()["version"] == 1
+
+
+async def test_bad_input_is_422_field_by_field_and_nothing_is_sent(api: httpx.AsyncClient, tokens: Tokens,
+                                                                   tail: TopicTail) -> None:
+    customer = uid("cust")
+    long_note = await api.post(path(tokens.space, customer, "/suspend"), headers=auth(tokens.operator),
+                               json={"note": "x" * 2001})
+    assert long_note.status_code == 422 and long_note.json()["detail"][0]["loc"] == ["body", "note"]
+    bad_choice = await api.post(path(tokens.space, customer, "/lift"), headers=auth(tokens.operator),
+                                json={"missed_invoices": "maybe"})
+    assert bad_choice.status_code == 422 and bad_choice.json()["detail"][0]["loc"] == ["body", "missed_invoices"]
+    past = await api.post(path(tokens.space, customer, "/suspend"), headers=auth(tokens.operator),
+                          json={"at": "2020-01-01"})
+    assert past.status_code == 422 and "not in the future" in past.json()["detail"][0]["msg"]
+    too_long_id = "c" * 201
+    long_id = await api.post(path(tokens.space, too_long_id, "/suspend"), headers=auth(tokens.operator), json={})
+    assert long_id.status_code == 422 and "customer_id" in long_id.json()["detail"][0]["loc"]
+    # A marker on the same partition (same key) behind them: none of them was published.
+    await api.post(path(tokens.space, customer, "/suspend") + "?wait=true", headers=auth(tokens.operator), json={})
+    assert len(tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer)) == 1
+
+
+async def test_pages_are_stable_and_complete(api: httpx.AsyncClient, tokens: Tokens) -> None:
+    space_customers = sorted(f"{uid('page')}" for _ in range(5))
+    for customer in space_customers:
+        response = await api.post(path(tokens.space, customer, "/suspend") + "?wait=true",
+                                  headers=auth(tokens.operator), json={})
+        assert response.status_code == 200
+    seen, cursor = [], ""
+    while True:
+        page = (await api.get(path(tokens.space), params={"search": "page-", "limit": 2, "cursor": cursor,
+                                                          "suspended": "true"}, headers=auth(tokens.viewer))).json()
+        seen += [c["customer_id"] for c in page["customers"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = page["next_cursor"]
+    assert seen == space_customers
+
+
+async def test_bulk_csv_reports_every_line(api: httpx.AsyncClient, tokens: Tokens) -> None:
+    customers = [uid("bulk") for _ in range(20)]
+    body = "customer_id,space_id,note\n" + "".join(f"{c},{tokens.space},bulk test\n" for c in customers)
+    body += "only-one-column\n" + f"{uid('x')},{tokens.other_space}\n"
+    started = await api.post(f"/api/v1/spaces/{tokens.space}/bulk", content=body.encode(),
+                             headers=auth(tokens.operator) | {"Content-Type": "text/csv"})
+    assert started.status_code == 202
+    bulk_id = started.json()["bulk_id"]
+
+    async def done() -> dict[str, Any] | None:
+        job = (await api.get(f"/api/v1/spaces/{tokens.space}/bulk/{bulk_id}", headers=auth(tokens.viewer))).json()
+        return job if job["status"] != "running" else None
+
+    job = await wait_until(done, 60, "the bulk job to finish")
+    assert job["status"] == "done" and job["summary"] == {"changed": 20, "malformed": 2}
+    errors = {entry["line"]: entry["error"] for entry in job["report"] if "error" in entry}
+    assert set(errors) == {22, 23} and "columns" in errors[22] and "not this space" in errors[23]
+    assert (await api.get(f"/api/v1/spaces/{tokens.other_space}/bulk/{bulk_id}",
+                          headers=auth(tokens.admin))).status_code == 404
+
+
+async def test_revoked_token_stops_at_once(api: httpx.AsyncClient, db: asyncpg.Pool, tokens: Tokens) -> None:
+    name = uid("temp")
+    async with db.acquire() as conn:
+        token = await access.create_token(conn, name, Role.VIEWER, [tokens.space])
+    assert (await api.get(path(tokens.space), headers=auth(token))).status_code == 200
+    async with db.acquire() as conn:
+        assert await access.revoke_token(conn, name)
+    assert (await api.get(path(tokens.space), headers=auth(token))).status_code == 401
+
+
+async def test_wait_answers_504_when_nothing_applies(isolated: Settings, tmp_path: Path) -> None:
+    """An API whose commands no state worker applies (none runs here): ?wait=true answers 504 in time."""
+    conn = await asyncpg.connect(isolated.database_url)
+    try:
+        token = await access.create_token(conn, uid("op"), Role.OPERATOR, ["lonely"])
+    finally:
+        await conn.close()
+    process = WorkerProcess(isolated, ("api",), log_path=tmp_path / "api.log").start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{process.api_port}", timeout=30) as client:
+            async def up() -> bool:
+                try:
+                    return (await client.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(up, 60, "the API alone to answer")
+            started = time.monotonic()
+            response = await client.post(path("lonely", uid("cust"), "/suspend") + "?wait=true&timeout=1",
+                                         headers=auth(token), json={})
+            assert response.status_code == 504 and "not applied in time" in response.json()["detail"]
+            assert time.monotonic() - started < 10
+        count = await asyncio.to_thread(metric_total, process.api_port, "suspensions_http_request_duration_seconds_count",
+                                        route="/api/v1/spaces/{space}/customers/{customer}/suspend", status="504")
+        assert count == 1
+    finally:
+        process.stop()
