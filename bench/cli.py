@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,10 +30,13 @@ SIZES = {
     "state_customers": (50_000, 5_000, 100),
     "billing_customers": (20_000, 2_000, 100),
     "e2e_seconds": (30.0, 5.0, 1.0),
+    "e2e_high_rate": (3_000, 0, 0),  # 0: not in that run
+    "e2e_high_seconds": (60.0, 0.0, 0.0),
     "bulk_lines": (10_000, 10_000, 100),
     "known_customers": (1_000_000, 100_000, 1_000),
     "memory_traffic": (20_000, 5_000, 100),
     "schedules": (100_000, 10_000, 100),
+    "backlog": (1_000_000, 0, 0),  # 0: not in that run
     "api_rate": (200, 100, 20),
     "api_seconds": (20.0, 5.0, 1.0),
     "api_space": (100_000, 20_000, 500),
@@ -56,6 +59,20 @@ def render(figures: list[cases.Figure]) -> Table:
             "" if f.met is None else ("yes" if f.met else "[red]no[/red]"),
         )
     return table
+
+
+async def end_to_end(settings: Settings, size: dict[str, Any]) -> list[cases.Figure]:
+    """Signup to decision against the raw two-hop relay at the same rate, in the same run."""
+    figures = []
+    for rate, seconds in ((1_000, size["e2e_seconds"]), (size["e2e_high_rate"], size["e2e_high_seconds"])):
+        if not rate:
+            continue
+        relay, floor = await cases.relay_case(settings, rate, seconds)
+        figures.append(relay)
+        figures.append(await cases.end_to_end_case(settings, rate, seconds, floor=floor))
+        if rate == 1_000:
+            figures.append(await cases.end_to_end_case(settings, rate, seconds, keep_suspended=False, floor=floor))
+    return figures
 
 
 async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
@@ -87,10 +104,11 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
             ("triggers", lambda: cases.triggers_case(settings, events, passthrough, faust_floor)),
             ("state", lambda: cases.state_case(settings, events, size["state_customers"], persistence)),
             ("billing", lambda: cases.billing_case(settings, events, size["billing_customers"], persistence)),
-            ("e2e", lambda: cases.end_to_end_case(settings, 1_000, size["e2e_seconds"])),
-            ("e2e", lambda: cases.end_to_end_case(settings, 1_000, size["e2e_seconds"], keep_suspended=False)),
+            ("e2e", lambda: end_to_end(settings, size)),
             ("bulk", lambda: cases.bulk_case(settings, size["bulk_lines"])),
             ("memory", lambda: cases.memory_case(settings, size["known_customers"], size["memory_traffic"])),
+            ("scale", lambda: cases.scale_out_case(settings, events, size["state_customers"], state_rate())),
+            ("backlog", lambda: cases.backlog_case(settings, size["backlog"], 200_000, persistence)),
             ("schedules", lambda: cases.schedules_case(settings, size["schedules"], state_rate())),
             ("api", lambda: cases.api_case(settings, size["api_rate"], size["api_seconds"], size["api_space"])),
         ]
@@ -99,7 +117,7 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
             return next((f.records_per_s for f in figures if f.case == "state worker"), None)
 
         for name, step in steps:
-            if not wanted(name):
+            if not wanted(name) or (name == "backlog" and not size["backlog"]):
                 continue
             console.print(f"[bold]{name}[/bold] ...")
             started = time.perf_counter()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from models import DecodeError, SpaceSetting, decode
 from models.moments import zone
 from topics import SETTINGS_SPACES
 from workers.runtime.config import Settings
-from workers.runtime.kafka import make_consumer, start_client
+from workers.runtime.kafka import caught_up, make_consumer, start_client
 
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -39,18 +39,10 @@ async def space_zones(settings: Settings) -> dict[str, ZoneInfo]:
                         continue
                     if setting.space_id == key:
                         zones[key] = zone(setting.time_zone)
-            if await _caught_up(consumer, partitions):
+            if await caught_up(consumer, partitions):
                 return zones
     finally:
         await consumer.stop()
-
-
-async def _caught_up(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
-    for tp in partitions:
-        highwater = consumer.highwater(tp)
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True
 
 
 async def space_zone(settings: Settings, space_id: str) -> ZoneInfo:

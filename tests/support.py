@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -116,6 +117,18 @@ async def send(producer: AIOKafkaProducer, topic: str, key: str | bytes | None, 
     payload = value if isinstance(value, bytes) else orjson.dumps(value)
     encoded_key = key.encode() if isinstance(key, str) else key
     await producer.send_and_wait(topic, payload, key=encoded_key)
+
+
+async def wait_for_http(url: str, timeout_s: float = 60.0) -> None:
+    """Until ``url`` answers 200 (a process's HTTP server is up)."""
+    async def up() -> bool:
+        async with httpx.AsyncClient() as client:
+            try:
+                return (await client.get(url)).status_code == 200
+            except httpx.TransportError:
+                return False
+
+    await wait_until(up, timeout_s, f"{url} to answer")
 
 
 def test_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from suspensions import access
 from suspensions.access import Role
-from tests.support import WorkerProcess, uid, wait_until
+from tests.support import WorkerProcess, uid, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +42,7 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest_asyncio.fixture(scope="module")
 async def console(workers: WorkerProcess) -> str:
     base = f"http://127.0.0.1:{workers.api_port}"
-
-    async def up() -> bool:
-        async with httpx.AsyncClient() as client:
-            try:
-                return (await client.get(f"{base}/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-    await wait_until(up, 60, "the console to answer")
+    await wait_for_http(f"{base}/healthz")
     return base
 
 

@@ -22,9 +22,10 @@ def test_bench_runs_every_case_on_tiny_counts(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = {f["case"]: f for f in json.loads(output.read_text())["figures"]}
     assert {"raw pass-through (baseline)", "raw persistence (baseline)", "triggers worker", "state worker",
-            "billing consumer", "state worker, lifecycle events off", "end to end (signup to decision: suspended)",
-            "end to end (signup to decision: admitted)", "schedules: 100 due in the same minute",
-            "api: POST suspend (no wait)", "api: a page of 100 from a space of 500", "bulk CLI (published and confirmed)",
+            "billing consumer", "state worker, lifecycle events off", "raw two-hop relay at 1000/s (baseline)",
+            "end to end at 1000/s (signup to decision: suspended)", "end to end at 1000/s (signup to decision: admitted)", "schedules: 100 due in the same minute",
+            "api: POST suspend (no wait)", "api: a page of 100 from a space of 500",
+            "state worker, two processes in the group", "bulk CLI (published and confirmed)",
             "memory: state worker", "memory: billing worker"} <= set(figures)
     assert figures["state worker"]["ratio"] > 0 and figures["memory: state worker"]["peak_rss_mb"] > 0
     assert "ratio" in result.stdout

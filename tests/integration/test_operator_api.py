@@ -17,7 +17,7 @@ import pytest_asyncio
 from suspensions import access
 from suspensions.access import Role
 from suspensions.local.processes import metric_total
-from tests.support import TopicTail, WorkerProcess, uid, wait_until
+from tests.support import TopicTail, WorkerProcess, uid, wait_for_http, wait_until
 from topics import SUSPENSION_COMMANDS
 from workers.runtime.config import Settings
 
@@ -51,14 +51,8 @@ async def tokens(db: asyncpg.Pool) -> Tokens:
 
 @pytest_asyncio.fixture(scope="module")
 async def api(workers: WorkerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    await wait_for_http(f"http://127.0.0.1:{workers.api_port}/healthz")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{workers.api_port}", timeout=30) as client:
-        async def up() -> bool:
-            try:
-                return (await client.get("/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(up, 60, "the operator API to answer")
         yield client
 
 
@@ -198,14 +192,8 @@ async def test_wait_answers_504_when_nothing_applies(isolated: Settings, tmp_pat
         await conn.close()
     process = WorkerProcess(isolated, ("api",), log_path=tmp_path / "api.log").start()
     try:
+        await wait_for_http(f"http://127.0.0.1:{process.api_port}/healthz")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{process.api_port}", timeout=30) as client:
-            async def up() -> bool:
-                try:
-                    return (await client.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(up, 60, "the API alone to answer")
             started = time.monotonic()
             response = await client.post(path("lonely", uid("cust"), "/suspend") + "?wait=true&timeout=1",
                                          headers=auth(token), json={})

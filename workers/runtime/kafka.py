@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -126,6 +126,16 @@ async def create_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOP
         return created
     finally:
         await admin.close()
+
+
+async def caught_up(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> bool:
+    """Whether the consumer read these partitions to the high watermark of its last fetch (the local broker
+    answers ``end_offsets`` wrongly, so the fetch's high watermark is the end)."""
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True
 
 
 async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 15) -> None:

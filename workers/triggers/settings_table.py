@@ -21,7 +21,7 @@ from aiokafka.structs import ConsumerRecord
 from models import ContractModel, CrmStageSetting, DecodeError, PlanSetting, SignupSetting, SpaceSetting, decode
 from topics import SETTINGS_CRM_STAGES, SETTINGS_PLANS, SETTINGS_SIGNUP, SETTINGS_SPACES, SETTINGS_TOPICS
 from workers.runtime.config import Settings
-from workers.runtime.kafka import make_consumer
+from workers.runtime.kafka import caught_up, make_consumer
 from workers.runtime.metrics import Metrics
 from workers.triggers.rules import SettingsSnapshot
 
@@ -85,7 +85,7 @@ class SettingsTable:
                 for records in batches.values():
                     for record in records:
                         await self._apply(record)
-                if not self.ready.is_set() and await self._caught_up(consumer, partitions):
+                if not self.ready.is_set() and await caught_up(consumer, partitions):
                     log.info(
                         "settings loaded",
                         extra={"signup": len(self.snapshot.signup), "plans": len(self.snapshot.plans),
@@ -114,11 +114,3 @@ class SettingsTable:
                     await asyncio.sleep(0.2)
             partitions.extend(TopicPartition(spec.name, p) for p in sorted(ids))
         return partitions
-
-    @staticmethod
-    async def _caught_up(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
-        for tp in partitions:
-            highwater = consumer.highwater(tp)
-            if highwater is None or await consumer.position(tp) < highwater:
-                return False
-        return True
