@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -470,6 +472,10 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float, keep_su
     state_worker = bench_worker(settings, "state")
     try:
         await asyncio.gather(worker.wait_ready(120), state_worker.wait_ready(120))
+        # The local broker keeps an earlier case's stopped member listed until a later join evicts it: until
+        # then a new member holds only some partitions. Measure once each holds all of its group's.
+        await asyncio.gather(holds_all(worker, "triggers", 3 * settings.topic_partitions),
+                             holds_all(state_worker, "state", settings.topic_partitions))
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=0)
         await producer.start()
         try:
@@ -496,6 +502,21 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float, keep_su
     figure = measured.figure(f"end to end at {rate}/s (signup to decision: {kind})", rate, seconds, floor)
     figure.notes.insert(0, "triggers and state in one process each")
     return figure
+
+
+async def holds_all(worker: WorkerProcess, name: str, partitions: int, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/readyz", timeout=2) as response:
+                held = json.loads(response.read())["workers"][name]["partitions"]
+        except OSError:
+            held = 0
+        if held >= partitions:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the {name} worker holds {held} of {partitions} partitions after {timeout_s} s")
+        await asyncio.sleep(0.2)
 
 
 async def relay_case(settings: Settings, rate: int, seconds: float) -> tuple[Figure, Latencies]:
