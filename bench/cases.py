@@ -582,7 +582,7 @@ async def memory_case(settings: Settings, known_customers: int, traffic: int) ->
             "period_start": "2026-12-01", "period_end": "2026-12-31", "amount": "9.99", "currency": "EUR"})))
     figures = []
     for name, topic, records in (("state", SUSPENSION_COMMANDS.name, commands), ("billing", INVOICE_JOBS.name, jobs)):
-        # Runs after the throughput cases, in the same groups: their offsets are at the end already.
+        await skip_backlog(settings, getattr(settings, f"{name}_group"), topic)
         worker = bench_worker(settings, name)
         try:
             await worker.wait_ready(120)
@@ -624,6 +624,7 @@ async def schedules_case(settings: Settings, count: int, state_rate: float | Non
             "source_partition", "status", "updated_by_command", "updated_at"])
     finally:
         await conn.close()
+    await skip_backlog(settings, settings.state_group, SUSPENSION_COMMANDS.name)
     worker = bench_worker(settings, "state")
     try:
         await worker.wait_ready(120)
