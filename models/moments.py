@@ -17,7 +17,7 @@ Stored and published in UTC; shown in both UTC and the space's local time.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class MomentError(ValueError):
@@ -32,10 +32,6 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise MomentError(f"unknown time zone {name!r} (an IANA name such as Europe/London)") from None
-
-
-def known_zone(name: str) -> bool:
-    return name in available_timezones() or name == "UTC"
 
 
 def resolve_local(local: datetime, tz: ZoneInfo) -> datetime:

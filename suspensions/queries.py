@@ -29,17 +29,6 @@ async def customer_history(conn: asyncpg.Connection, customer_id: str) -> list[a
     return rows
 
 
-async def space_states(
-    conn: asyncpg.Connection, space_id: str, *, suspended_only: bool, limit: int
-) -> list[CustomerState]:
-    rows = await conn.fetch(
-        f"SELECT {STATE_COLUMNS} FROM customer_state WHERE space_id = $1 AND ($2 = false OR suspended) "
-        "ORDER BY customer_id LIMIT $3",
-        space_id, suspended_only, limit,
-    )
-    return [state_from_row(row) for row in rows]
-
-
 async def invoice_decisions(
     conn: asyncpg.Connection, *, space_id: str | None, customer_id: str | None, statuses: Sequence[str], limit: int
 ) -> list[asyncpg.Record]:

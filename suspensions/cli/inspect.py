@@ -89,7 +89,8 @@ def list_customers(
     """Customers of one space with their suspension state."""
     async def main() -> None:
         async with database(settings()) as conn:
-            states = await queries.space_states(conn, space, suspended_only=suspended, limit=limit)
+            states = await queries.space_states_page(conn, space, suspended=True if suspended else None, after="",
+                                                     search="", limit=limit)
         if as_json:
             print_json([state_dict(state) for state in states])
             return
