@@ -251,8 +251,13 @@ async def test_a_worker_retries_says_why_and_never_shows_the_secret(sasl_ssl: Se
             except OSError:
                 return None
 
-        reason = await wait_until(lambda: asyncio.to_thread(not_ready_because), 30, "/readyz saying why")
-        assert "TLS verification failed" in reason and f"broker 127.0.0.1:{sasl_ssl.proxy.port}" in reason
+        def cause_named() -> str | None:
+            # Until the first attempt fails, /readyz can only say "not connected"; wait for the cause.
+            reason = not_ready_because()
+            return reason if reason and "TLS verification failed" in reason else None
+
+        reason = await wait_until(lambda: asyncio.to_thread(cause_named), 30, "/readyz naming the TLS cause")
+        assert f"broker 127.0.0.1:{sasl_ssl.proxy.port}" in reason
         started = time.monotonic()
         await wait_until(lambda: asyncio.to_thread(
             lambda: (tmp_path / "state.log").read_text().count("broker unavailable, retrying") >= 4), 30,
