@@ -46,8 +46,8 @@ from topics import (
 from workers.runtime.config import Settings
 from workers.runtime.db import repository
 from workers.runtime.kafka import producer as kafka_producer
-from workers.runtime.publishing import OutgoingRecord, publish_all
-from workers.triggers.app import faust_app, raw_topic, take_batches
+from workers.runtime.publishing import OutgoingRecord, send_all
+from workers.triggers.lean_faust import faust_app, raw_topic, take_batches
 
 
 @dataclass
@@ -220,7 +220,8 @@ async def faust_floor(settings: Settings, records: list[tuple[bytes, bytes]]) ->
         async def forward(stream: faust.StreamT[Any]) -> None:
             async for events in take_batches(stream, settings):
                 progress["started"] = progress["started"] or time.perf_counter()
-                await publish_all(producer, [OutgoingRecord(target, e.message.key, e.message.value, None) for e in events])
+                await app.unacknowledged.add(await send_all(
+                    producer, [OutgoingRecord(target, e.message.key, e.message.value, None) for e in events]))
                 progress["seen"] += len(events)
                 if progress["seen"] >= len(records):
                     progress["ended"] = time.perf_counter()
@@ -230,6 +231,8 @@ async def faust_floor(settings: Settings, records: list[tuple[bytes, bytes]]) ->
         await app.start()
         try:
             await asyncio.wait_for(finished.wait(), 600)
+            await app.unacknowledged.settled()
+            progress["ended"] = time.perf_counter()
         finally:
             await app.stop()
     return len(records) / (progress["ended"] - progress["started"])

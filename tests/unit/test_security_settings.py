@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from workers.runtime.config import Settings
 from workers.runtime.kafka import make_admin, make_consumer, make_producer
-from workers.triggers.app import faust_app
+from workers.triggers.lean_faust import faust_app
 
 PASSWORD = "scram-secret-value"
 

@@ -66,6 +66,12 @@ def command_record(command: SuspensionCommand, source_partition: int = 0) -> Out
 
 async def publish_all(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]) -> None:
     """Send every record and wait until the broker acknowledged all of them."""
+    await asyncio.gather(*await send_all(producer, records))
+
+
+async def send_all(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]) -> list[asyncio.Future[object]]:
+    """Hand every record to the producer, one batch per partition; each future resolves when the broker
+    acknowledged its batch (and raises if it could not be delivered)."""
     partitions: dict[str, list[int]] = {}
     grouped: dict[tuple[str, int], list[OutgoingRecord]] = {}
     for record in records:
@@ -92,4 +98,4 @@ async def publish_all(producer: AIOKafkaProducer, records: Iterable[OutgoingReco
                                                   headers=headers))
         if batch.record_count():
             deliveries.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*deliveries)
+    return deliveries

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import faust
@@ -22,10 +22,10 @@ from aiokafka.structs import ConsumerRecord
 from models import CrmOpportunityEvent, CustomerSignup, DecodeError, PlanChange, SuspensionCommand, decode
 from models.events import CustomerEvent
 from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS
-from workers.runtime.config import Settings
 from workers.runtime.context import WorkerContext
 from workers.runtime.deadletters import check_customer_key, dead_letter
-from workers.runtime.publishing import OutgoingRecord, command_record, publish_all
+from workers.runtime.publishing import OutgoingRecord, command_record, publish_all, send_all
+from workers.triggers.lean_faust import LeanApp, faust_app, raw_topic, take_batches
 from workers.triggers.rules import (
     SettingsSnapshot,
     commands_for_opportunity,
@@ -33,10 +33,8 @@ from workers.triggers.rules import (
     commands_for_signup,
 )
 from workers.triggers.settings_table import SettingsTable
-from workers.triggers.transport import app_class
 
 log = logging.getLogger(__name__)
-TAKE_WITHIN_S = 0.005
 HEARTBEAT_S = 1.0
 
 Event = TypeVar("Event", bound=CustomerEvent)
@@ -67,55 +65,7 @@ def commands_for_record(
     return EVENT_RULES[topic](key, value, settings)
 
 
-def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
-    """The Kafka security settings as faust's own credential objects (its consumer takes no others)."""
-    if settings.kafka_security_protocol == "PLAINTEXT":
-        return None
-    context = settings.kafka_ssl_context() if settings.kafka_uses_tls else None
-    if settings.kafka_security_protocol.startswith("SASL_"):
-        assert settings.kafka_sasl_password is not None  # checked when the settings were read
-        return faust.SASLCredentials(username=settings.kafka_sasl_username,
-                                     password=settings.kafka_sasl_password.get_secret_value(),
-                                     ssl_context=context, mechanism=settings.kafka_sasl_mechanism)
-    return faust.SSLCredentials(context)
-
-
-def faust_app(settings: Settings, group_id: str) -> faust.App:
-    """A faust app configured from the settings (the triggers worker's, and the benchmark's floor)."""
-    return app_class(settings.kafka_fetch_max_wait_ms)(
-        group_id,
-        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
-        broker_credentials=faust_credentials(settings),
-        store="memory://",
-        web_enabled=False,
-        topic_disable_leader=True,
-        topic_allow_declare=False,
-        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
-        broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
-        broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
-        broker_max_poll_interval=settings.kafka_max_poll_interval_ms / 1000,
-        broker_commit_interval=1.0,
-        broker_max_poll_records=settings.batch_max_records,
-        stream_buffer_maxsize=4 * settings.batch_max_records,
-        consumer_auto_offset_reset="earliest",
-        stream_wait_empty=True,
-    )
-
-
-def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
-    """Values read as bytes: decoding is ours, so bad input reaches the dead letter topic."""
-    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-
-
-def take_batches(stream: faust.StreamT[Any], settings: Settings) -> AsyncIterator[Sequence[faust.EventT[Any]]]:
-    """Events in batches: up to ``batch_max_records``, or what arrived within 5 ms."""
-    # take_events is on faust's Stream, not on the StreamT protocol it annotates agents with.
-    batches: AsyncIterator[Sequence[faust.EventT[Any]]] = stream.take_events(  # type: ignore[attr-defined]
-        settings.batch_max_records, within=TAKE_WITHIN_S)
-    return batches
-
-
-def build_app(context: WorkerContext) -> faust.App:
+def build_app(context: WorkerContext) -> LeanApp:
     """The faust app: consumes the event topics; emits with the process's (started) aiokafka producer.
 
     faust's own producer buffers sends behind a flush loop, which capped a live stream near
@@ -156,10 +106,12 @@ def build_app(context: WorkerContext) -> faust.App:
             for command in commands:
                 emitted[command.reason.value] += 1
                 outgoing.append(command_record(command, message.partition))
-        # Acknowledged by the broker before the events are acked and their offsets committed.
-        await publish_all(producer, outgoing)
-        for reason, count in emitted.items():
-            metrics.commands_emitted.labels(reason=reason).inc(count)
+        def count_emitted() -> None:
+            for reason, count in emitted.items():
+                metrics.commands_emitted.labels(reason=reason).inc(count)
+
+        # Acknowledged by the broker before any offset at or past these events is committed.
+        await app.unacknowledged.add(await send_all(producer, outgoing), on_acknowledged=count_emitted)
 
     return app
 

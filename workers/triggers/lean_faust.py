@@ -1,0 +1,283 @@
+"""faust as the triggers worker runs it: configured from the settings, with the per-event costs
+the triggers do not use taken out through faust's own extension points (subclassed transport,
+consumer and schema, and the ``Monitor`` setting), never by editing the package.
+
+- The consumer takes the configured fetch wait. faust's aiokafka driver fixes
+  ``fetch_max_wait_ms`` at 1500; Apache Kafka answers a long-polling fetch as soon as
+  data arrives, but the local broker holds every fetch for the full wait, which would
+  add 1.5 s to every event (``SUSPENSIONS_KAFKA_FETCH_MAX_WAIT_MS``).
+- Records fetched together are handed to the streams together. faust's drain loop
+  races every record's delivery against the flow being suspended with
+  ``Service.wait_first``: four tasks, an ``asyncio.wait`` and three cancellations per
+  record, the largest single cost in the profile of a forwarding agent. Here one
+  task delivers a fetched batch, raced once against the same events; the
+  checks faust makes per record (flow, generation, read offset, gaps, commit) stay.
+- While back-pressure pauses a partition, the consumer polls briefly and wakes when
+  the pressure drops. faust waits up to a second on the other partitions, or sleeps a
+  full second when all are paused, which left a forwarding agent idle half the time.
+- Raw topics skip faust's serializer registry: the bytes become the event as they are
+  (decoding is the worker's, with the contract models).
+- The agent does not wait for the broker before taking the next batch: the commands it
+  sent are tracked (``UnacknowledgedSends``) and the consumer commits no offset before
+  every earlier send is acknowledged, as faust flushes its own producer before a commit.
+  At-least-once holds; a failed send stops the worker before any later offset is committed.
+- Every record waits for faust's own producer buffer to ebb; that check reads a setting
+  per record. The buffer here reads its queue (the agents send with their own producer).
+- The monitor keeps no per-event statistics: the worker counts what it consumes and
+  emits in its own Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, cast
+
+import aiokafka
+import faust
+from faust.sensors import Monitor
+from faust.serializers import Schema
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
+from faust.types import TP, AppT, Message
+
+from workers.runtime.config import Settings
+
+YIELD_EVERY = 100
+PAUSED_POLL_S = 0.02
+TAKE_WITHIN_S = 0.005
+UNACKNOWLEDGED_BATCHES = 4
+
+
+class UnacknowledgedSends:
+    """Batches of sends the broker has not acknowledged yet, oldest first, at most a few."""
+
+    def __init__(self, limit: int = UNACKNOWLEDGED_BATCHES) -> None:
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._limit = limit
+        self._failure: BaseException | None = None
+
+    async def add(self, deliveries: Sequence[asyncio.Future[Any]],
+                  on_acknowledged: Callable[[], None] | None = None) -> None:
+        """Track one batch; raise if an earlier one failed; wait while too many are outstanding."""
+        self._raise_if_failed()
+        if deliveries:
+            batch = asyncio.gather(*deliveries)
+            if on_acknowledged is not None:
+                batch.add_done_callback(lambda done: done.cancelled() or done.exception() or on_acknowledged())
+            self._pending.append(batch)
+        elif on_acknowledged is not None:
+            on_acknowledged()
+        while self._pending and (self._pending[0].done() or len(self._pending) > self._limit):
+            await self._settle_oldest()
+
+    async def settled(self) -> None:
+        """Return once every tracked send is acknowledged; raise if any failed (then nothing may be committed)."""
+        while self._pending:
+            await self._settle_oldest()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError("a command was not delivered: no offset is committed past it") from self._failure
+
+    async def _settle_oldest(self) -> None:
+        oldest = self._pending[0]
+        try:
+            await oldest
+        except Exception as error:
+            self._failure = self._failure or error
+            raise
+        finally:
+            if self._pending and self._pending[0] is oldest:
+                self._pending.popleft()
+
+
+class QuietMonitor(Monitor):
+    """faust's monitor without its per-message and per-event bookkeeping (nothing reads it here)."""
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(self, tp: TP, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+        pass
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        pass
+
+    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
+        pass
+
+
+class QueueSizedBuffer(ProducerBuffer):
+    """faust's producer buffer, sized by its queue (``producer_threaded`` stays off here)."""
+
+    @property
+    def size(self) -> int:
+        return self.pending.qsize()
+
+
+class RawSchema(Schema[bytes, bytes]):
+    """Keys and values as the bytes they arrived as, straight into faust's event."""
+
+    def compile(self, app: AppT, **_: Any) -> Any:
+        event_class: Any = app.conf.Event  # faust types the setting as a type alias, not a class
+
+        async def decode(message: Message, *, propagate: bool = False) -> Any:
+            return event_class(app, message.key, message.value, message.headers, message)
+
+        return decode
+
+
+class LeanApp(faust.App):
+    """A faust app whose agents may leave sends unacknowledged until the next commit."""
+
+    unacknowledged: UnacknowledgedSends
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unacknowledged = UnacknowledgedSends()
+
+
+def app_class(fetch_max_wait_ms: int) -> type[LeanApp]:
+    class _Thread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read when the consumer starts
+            return consumer
+
+    class _Consumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+            return _Thread(self, loop=self.loop, beacon=self.beacon)
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._buffer_dropped = asyncio.Event()
+
+        def on_buffer_drop(self, tp: TP) -> None:
+            super().on_buffer_drop(tp)
+            self._buffer_dropped.set()
+
+        async def _commit(self, offsets: Any) -> bool:
+            await cast(LeanApp, self.app).unacknowledged.settled()
+            return bool(await super()._commit(offsets))
+
+        async def _drain_messages(self, fetcher: Any) -> None:
+            """faust's drain loop, one delivery task per fetched batch instead of per record."""
+            consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
+            try:
+                while not (consumer_stopped() or fetcher_stopped()):
+                    if self._buffered_partitions and not self._get_active_partitions():
+                        # Every partition is paused by back-pressure: faust would sleep 1 s; wake on the drop.
+                        self._buffer_dropped.clear()
+                        await self.wait_first(self._buffer_dropped.wait(), timeout=1.0)
+                    self.diag.set_flag(faust_consumer.CONSUMER_FETCHING)
+                    # While back-pressure pauses a partition, a long wait on the others would hold its
+                    # records back after the pressure drops: poll briefly instead.
+                    timeout = PAUSED_POLL_S if self._buffered_partitions else 1.0
+                    batch = [pair async for pair in self.getmany(timeout=timeout)]
+                    await asyncio.sleep(0)
+                    if batch and not self.should_stop:
+                        await self.wait_first(self._deliver(batch), self.suspend_flow.wait())
+                    self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
+            except self.consumer_stopped_errors:
+                if self.transport.app.should_stop:
+                    return
+                raise
+            except asyncio.CancelledError:
+                if self.transport.app.should_stop:
+                    return
+                raise
+            finally:
+                self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
+
+        async def _deliver(self, batch: list[tuple[TP, Message]]) -> None:
+            callback, read_offset = self.callback, self._read_offset
+            acks_enabled_for, commit_every = self.app.topics.acks_enabled_for, self._commit_every
+            generation_id = self.app.consumer_generation_id
+            for index, (tp, message) in enumerate(batch):
+                if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                    return
+                if index and not index % YIELD_EVERY:
+                    await asyncio.sleep(0)
+                offset, r_offset = message.offset, read_offset[tp]
+                if r_offset is not None and offset < r_offset:
+                    continue  # already delivered (faust drops it the same way)
+                if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                    await self._add_gap(tp, r_offset + 1, offset)
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                await callback(message)
+                read_offset[tp] = offset
+
+    class _Producer(faust_aiokafka.Producer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.buffer = QueueSizedBuffer(loop=self.loop, beacon=self.beacon)
+            self.buffer.app = self.app
+
+    class _Transport(faust_aiokafka.Transport):
+        Consumer = _Consumer
+        Producer = _Producer
+
+    class TriggersApp(LeanApp):
+        def _new_transport(self) -> Any:
+            return _Transport(self.conf.broker_consumer, self)
+
+    return TriggersApp
+
+
+def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """The Kafka security settings as faust's own credential objects (its consumer takes no others)."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    context = settings.kafka_ssl_context() if settings.kafka_uses_tls else None
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # checked when the settings were read
+        return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                     password=settings.kafka_sasl_password.get_secret_value(),
+                                     ssl_context=context, mechanism=settings.kafka_sasl_mechanism)
+    return faust.SSLCredentials(context)
+
+
+def faust_app(settings: Settings, group_id: str) -> LeanApp:
+    """A faust app configured from the settings (the triggers worker's, and the benchmark's floor)."""
+    return app_class(settings.kafka_fetch_max_wait_ms)(
+        group_id,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings),
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
+        broker_max_poll_interval=settings.kafka_max_poll_interval_ms / 1000,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=settings.batch_max_records,
+        stream_buffer_maxsize=4 * settings.batch_max_records,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=True,
+        Monitor=QuietMonitor,
+    )
+
+
+def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
+    """Values read as bytes: decoding is ours, so bad input reaches the dead letter topic."""
+    return app.topic(*names, schema=RawSchema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                                              value_serializer="raw"))
+
+
+def take_batches(stream: faust.StreamT[Any], settings: Settings) -> AsyncIterator[Sequence[faust.EventT[Any]]]:
+    """Events in batches: up to ``batch_max_records``, or what arrived within 5 ms."""
+    # take_events is on faust's Stream, not on the StreamT protocol it annotates agents with.
+    batches: AsyncIterator[Sequence[faust.EventT[Any]]] = stream.take_events(  # type: ignore[attr-defined]
+        settings.batch_max_records, within=TAKE_WITHIN_S)
+    return batches
