@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import platform
 import sys
@@ -86,6 +87,7 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
     stack = LocalStack(base=Settings())
     settings = await stack.start()
     settings = settings.model_copy(update={"log_level": "WARNING"})
+    gc.freeze()  # as `suspensions run` does, so the baselines run in this process under the same collector
     figures: list[cases.Figure] = []
 
     def wanted(name: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 from pathlib import Path
@@ -92,6 +93,9 @@ def run(
         install_signal_handlers(stop)
         await run_workers(config, names, stop)
 
+    # What is loaded by now (modules, classes, settings) lives as long as the process: frozen out of the
+    # cyclic collector's sight, its full collections stop walking it on every batch (bench/RESULTS.md).
+    gc.freeze()
     run_async(main())
 
 
