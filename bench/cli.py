@@ -119,7 +119,8 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
             ("api", lambda: cases.api_case(settings, size["api_rate"], size["api_seconds"], size["api_space"])),
             ("backlog", lambda: cases.backlog_case(settings, size["backlog"], 200_000, persistence)),
             # Last: its two stopped members stay listed by the local broker and slow any later join.
-            ("scale", lambda: cases.scale_out_case(settings, events, size["state_customers"], state_rate())),
+            ("scale", lambda: cases.scale_out_cases(settings, events, size["state_customers"],
+                                                        size["billing_customers"], figures)),
         ]
         def state_rate() -> float | None:
             """The state worker's throughput measured earlier in this run (events on)."""

@@ -25,7 +25,10 @@ def test_bench_runs_every_case_on_tiny_counts(tmp_path: Path) -> None:
             "billing consumer", "state worker, lifecycle events off", "raw two-hop relay at 1000/s (baseline)",
             "end to end at 1000/s (signup to decision: suspended)", "end to end at 1000/s (signup to decision: admitted)", "schedules: 100 due in the same minute",
             "api: POST suspend (no wait)", "api: a page of 100 from a space of 500",
-            "state worker, two processes in the group", "bulk CLI (published and confirmed)",
+            "state worker, two processes in the group", "triggers worker, two processes in the group",
+            "billing consumer, two processes in the group", "bulk CLI (published and confirmed)",
             "memory: state worker", "memory: billing worker"} <= set(figures)
     assert figures["state worker"]["ratio"] > 0 and figures["memory: state worker"]["peak_rss_mb"] > 0
+    assert all(figures[f"{one}, two processes in the group"]["ratio"] > 0
+               for one in ("triggers worker", "state worker", "billing consumer"))
     assert "ratio" in result.stdout

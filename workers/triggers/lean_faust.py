@@ -25,6 +25,10 @@ consumer and schema, and the ``Monitor`` setting), never by editing the package.
   per record. The buffer here reads its queue (the agents send with their own producer).
 - The monitor keeps no per-event statistics: the worker counts what it consumes and
   emits in its own Prometheus metrics.
+
+The consumer's drain loop follows faust-streaming 0.15's own (its read offsets, gaps and
+commit bookkeeping), which is why ``pyproject.toml`` pins faust below 0.16; the triggers'
+integration and crash tests run through it.
 """
 
 from __future__ import annotations
