@@ -8,6 +8,8 @@ zone.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
@@ -26,6 +28,16 @@ Timestamp = AwareDatetime
 def utc_iso(moment: datetime | None = None) -> str:
     """The contract's timestamp text: ISO 8601 in UTC with a ``Z`` (now, when no moment is given)."""
     return (moment or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def name_based_id(namespace: uuid.UUID, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))``, the same text (RFC 4122 name-based, SHA-1), without the
+    ``UUID`` object: the workers derive one or two of these per record."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class ContractModel(BaseModel):

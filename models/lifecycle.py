@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from models.base import ContractModel, Id, Text
+from models.base import ContractModel, Id, Text, name_based_id
 from models.commands import Cause, MissedInvoices, Reason, Source
 from models.state import ScheduledAction
 
@@ -56,7 +56,7 @@ EVENT_ID_NAMESPACE = uuid.UUID("0b5f3a52-6a4c-4f7e-9f3e-2f7c1d9e8a41")
 
 def event_id_for(customer_id: str, version: int) -> str:
     """One id per change of a customer's state: a re-published event carries the same id."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{customer_id}:{version}"))
+    return name_based_id(EVENT_ID_NAMESPACE, f"{customer_id}:{version}")
 
 
 def encode_lifecycle_event(fields: dict[str, Any]) -> bytes:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import uuid
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from models import (
     CustomerSignup,
@@ -17,6 +20,7 @@ from models import (
     decode,
     encode,
 )
+from models.base import name_based_id
 
 SIGNUP = {"event_id": "e1", "occurred_at": "2026-11-25T10:00:00Z", "space_id": "s1", "customer_id": "c1"}
 COMMAND = {"command_id": "k1", "issued_at": "2026-11-25T10:00:00+01:00", "space_id": "s1", "customer_id": "c1",
@@ -92,3 +96,9 @@ def test_dead_letter_keeps_the_original_bytes() -> None:
     binary = DeadLetter.for_record(topic="t", partition=1, offset=2, key=None, value=b"\xff\x00", error="e",
                                    worker="w")
     assert binary.value is None and base64.b64decode(binary.value_b64 or "") == b"\xff\x00"
+
+
+@given(st.text(max_size=300))
+def test_name_based_ids_are_uuid5_text(name: str) -> None:
+    namespace = uuid.UUID("6f1c0f5e-7b7a-4c55-9d0e-5a1b2c3d4e5f")
+    assert name_based_id(namespace, name) == str(uuid.uuid5(namespace, name))

@@ -23,8 +23,9 @@ consumer and schema, and the ``Monitor`` setting), never by editing the package.
   At-least-once holds; a failed send stops the worker before any later offset is committed.
 - Every record waits for faust's own producer buffer to ebb; that check reads a setting
   per record. The buffer here reads its queue (the agents send with their own producer).
-- The monitor keeps no per-event statistics: the worker counts what it consumes and
-  emits in its own Prometheus metrics.
+- The monitor keeps no per-event statistics, and a stream's acknowledgement skips the
+  sensors' delegation: the worker counts what it consumes and emits in its own
+  Prometheus metrics.
 
 The consumer's drain loop follows faust-streaming 0.15's own (its read offsets, gaps and
 commit bookkeeping), which is why ``pyproject.toml`` pins faust below 0.16; the triggers'
@@ -116,6 +117,13 @@ class QuietMonitor(Monitor):
 
     def track_tp_end_offset(self, tp: TP, offset: int) -> None:
         pass
+
+
+class QuietStream(faust.Stream):  # type: ignore[type-arg]
+    """faust's stream, acknowledging an event without telling the (quiet) sensors."""
+
+    async def ack(self, event: faust.EventT[Any]) -> bool:
+        return bool(event.ack())
 
 
 class QueueSizedBuffer(ProducerBuffer):
@@ -270,6 +278,7 @@ def faust_app(settings: Settings, group_id: str) -> LeanApp:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=True,
         Monitor=QuietMonitor,
+        Stream=QuietStream,
     )
 
 

@@ -22,6 +22,7 @@ from models import (
     SpaceSetting,
     SuspensionCommand,
 )
+from models.base import name_based_id
 from models.events import CustomerEvent
 from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS
 
@@ -53,7 +54,7 @@ class SettingsSnapshot:
 
 def command_id_for(topic: str, event: CustomerEvent, reason: Reason, action: Action = Action.SUSPEND) -> str:
     rule = reason if action is Action.SUSPEND else f"{action}:{reason}"
-    return str(uuid.uuid5(COMMAND_ID_NAMESPACE, f"{topic}|{event.space_id}|{event.event_id}|{rule}"))
+    return name_based_id(COMMAND_ID_NAMESPACE, f"{topic}|{event.space_id}|{event.event_id}|{rule}")
 
 
 def _command(topic: str, event: CustomerEvent, reason: Reason, action: Action = Action.SUSPEND) -> SuspensionCommand:
