@@ -62,18 +62,20 @@ def render(figures: list[cases.Figure]) -> Table:
     return table
 
 
-async def end_to_end(settings: Settings, size: dict[str, Any]) -> list[cases.Figure]:
-    """Signup to decision against the raw two-hop relay at the same rate, in the same run."""
+async def end_to_end(settings: Settings, size: dict[str, Any], own_broker: bool) -> list[cases.Figure]:
+    """Signup to decision against the raw two-hop relay at the same rate, in the same run, each on empty topics."""
     figures = []
     for rate, seconds in ((1_000, size["e2e_seconds"]), (size["e2e_high_rate"], size["e2e_high_seconds"])):
         if not rate:
             continue
-        relay, floor = await cases.relay_case(settings, rate, seconds)
+        async with cases.empty_broker(settings, own_broker) as relay_settings:
+            relay, floor = await cases.relay_case(relay_settings, rate, seconds)
         figures.append(relay)
         kinds = (True, False) if rate == 1_000 else (True,)
         for keep_suspended in kinds:
             try:
-                figures.append(await cases.end_to_end_case(settings, rate, seconds, keep_suspended, floor))
+                async with cases.empty_broker(settings, own_broker) as case_settings:
+                    figures.append(await cases.end_to_end_case(case_settings, rate, seconds, keep_suspended, floor))
             except RuntimeError as error:  # the pipeline did not keep up: a result, not a crash of the suite
                 kind = "suspended" if keep_suspended else "admitted"
                 figures.append(cases.Figure(f"end to end at {rate}/s (signup to decision: {kind})", 0,
@@ -112,7 +114,7 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
             ("triggers", lambda: cases.triggers_case(settings, events, passthrough, faust_floor)),
             ("state", lambda: cases.state_case(settings, events, size["state_customers"], persistence)),
             ("billing", lambda: cases.billing_case(settings, events, size["billing_customers"], persistence)),
-            ("e2e", lambda: end_to_end(settings, size)),
+            ("e2e", lambda: end_to_end(settings, size, own_broker=stack.broker is not None)),
             ("bulk", lambda: cases.bulk_case(settings, size["bulk_lines"])),
             ("memory", lambda: cases.memory_case(settings, size["known_customers"], size["memory_traffic"])),
             ("schedules", lambda: cases.schedules_case(settings, size["schedules"], state_rate())),
