@@ -61,3 +61,22 @@ async def test_at_most_limit_batches_stay_outstanding() -> None:
     assert not third.done()  # a third outstanding batch waits for the oldest
     batches[0].set_result(None)
     await asyncio.wait_for(third, 1)
+
+
+async def test_a_commit_given_up_leaves_the_sends_tracked() -> None:
+    loop = asyncio.get_running_loop()
+    sends = UnacknowledgedSends(limit=4)
+    delivery = loop.create_future()
+    await sends.add([delivery])
+    settling = asyncio.ensure_future(sends.settled())
+    # Cancel only once the commit waits on the sends (the future an asyncio task is blocked on).
+    await until(lambda: getattr(settling, "_fut_waiter", None) is not None)
+    settling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await settling
+    assert not delivery.cancelled()  # the send itself goes on
+    later = asyncio.ensure_future(sends.settled())
+    await until(lambda: bool(sends._pending))
+    assert not later.done()  # the next commit still waits for it
+    delivery.set_result(None)
+    await asyncio.wait_for(later, 1)

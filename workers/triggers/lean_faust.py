@@ -91,13 +91,20 @@ class UnacknowledgedSends:
     async def _settle_oldest(self) -> None:
         oldest = self._pending[0]
         try:
-            await oldest
+            # Shielded: a waiter cancelled (a commit given up at shutdown) leaves the sends in flight and
+            # tracked, so no later commit passes them unacknowledged.
+            await asyncio.shield(oldest)
+        except asyncio.CancelledError:
+            raise
         except Exception as error:
             self._failure = self._failure or error
+            self._forget(oldest)
             raise
-        finally:
-            if self._pending and self._pending[0] is oldest:
-                self._pending.popleft()
+        self._forget(oldest)
+
+    def _forget(self, batch: asyncio.Future[Any]) -> None:
+        if self._pending and self._pending[0] is batch:  # the agent and a commit may both have waited on it
+            self._pending.popleft()
 
 
 class QuietMonitor(Monitor):
@@ -119,7 +126,7 @@ class QuietMonitor(Monitor):
         pass
 
 
-class QuietStream(faust.Stream):  # type: ignore[type-arg]
+class QuietStream(faust.Stream[Any]):
     """faust's stream, acknowledging an event without telling the (quiet) sensors."""
 
     async def ack(self, event: faust.EventT[Any]) -> bool:
