@@ -260,7 +260,8 @@ async def raw_baselines(settings: Settings, records: list[tuple[bytes, bytes]]) 
 # --- the project's workers ------------------------------------------------------------------
 
 
-def event_mix(count: int, spaces: int = 20, seed: int = 1) -> tuple[list[tuple[str, bytes, bytes]], list, int]:
+def event_mix(count: int, spaces: int = 20, seed: int = 1
+              ) -> tuple[list[tuple[str, bytes, bytes]], list[tuple[str, str, dict[str, Any]]], int]:
     """Signup, plan and CRM events where about a third fire a rule; returns events, settings, commands expected."""
     rng = random.Random(seed)
     settings_records = []
@@ -297,13 +298,19 @@ def event_mix(count: int, spaces: int = 20, seed: int = 1) -> tuple[list[tuple[s
     return encoded, settings_records, expected
 
 
-async def triggers_case(settings: Settings, count: int, passthrough: float, faust_floor: float) -> Figure:
-    events, settings_records, expected = event_mix(count)
+async def produce_settings(settings: Settings, records: list[tuple[str, str, dict[str, Any]]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
-    for topic, key, value in settings_records:
-        await producer.send_and_wait(topic, orjson.dumps(value), key=key.encode())
-    await producer.stop()
+    try:
+        for topic, key, value in records:
+            await producer.send_and_wait(topic, orjson.dumps(value), key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def triggers_case(settings: Settings, count: int, passthrough: float, faust_floor: float) -> Figure:
+    events, settings_records, expected = event_mix(count)
+    await produce_settings(settings, settings_records)
     for topic in (CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name):
         await produce_all(settings, topic, [(k, v) for t, k, v in events if t == topic])
     figure = await measure_worker(settings, "triggers", count, "triggers worker", "raw pass-through", passthrough,
@@ -811,7 +818,8 @@ async def scale_out_cases(settings: Settings, count: int, customers: int, billin
         return next((f for f in figures if f.case == case), None)
 
     async def events() -> None:
-        mix, _, _ = event_mix(count, seed=5)  # the settings are on their topics since the triggers case
+        mix, settings_records, _ = event_mix(count, seed=5)
+        await produce_settings(settings, settings_records)
         for topic in (CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name):
             await produce_all(settings, topic, [(k, v) for t, k, v in mix if t == topic])
 

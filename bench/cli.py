@@ -8,6 +8,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,20 +111,21 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
             figures.append(cases.Figure("faust pass-through (floor of the triggers' framework)", events,
                                         faust_floor, "raw pass-through", passthrough,
                                         notes=["no decoding, no rules: what faust itself moves"]))
-        steps = [
-            ("triggers", lambda: cases.triggers_case(settings, events, passthrough, faust_floor)),
-            ("state", lambda: cases.state_case(settings, events, size["state_customers"], persistence)),
-            ("billing", lambda: cases.billing_case(settings, events, size["billing_customers"], persistence)),
-            ("e2e", lambda: end_to_end(settings, size, own_broker=stack.broker is not None)),
-            ("bulk", lambda: cases.bulk_case(settings, size["bulk_lines"])),
-            ("memory", lambda: cases.memory_case(settings, size["known_customers"], size["memory_traffic"])),
-            ("schedules", lambda: cases.schedules_case(settings, size["schedules"], state_rate())),
-            ("api", lambda: cases.api_case(settings, size["api_rate"], size["api_seconds"], size["api_space"])),
-            ("backlog", lambda: cases.backlog_case(settings, size["backlog"], 200_000, persistence)),
-            # Last: its two stopped members stay listed by the local broker and slow any later join.
-            ("scale", lambda: cases.scale_out_cases(settings, events, size["state_customers"],
-                                                        size["billing_customers"], figures)),
+        own_broker = stack.broker is not None
+        steps: list[tuple[str, Callable[[Settings], Awaitable[cases.Figure | list[cases.Figure]]]]] = [
+            ("triggers", lambda s: cases.triggers_case(s, events, passthrough, faust_floor)),
+            ("state", lambda s: cases.state_case(s, events, size["state_customers"], persistence)),
+            ("billing", lambda s: cases.billing_case(s, events, size["billing_customers"], persistence)),
+            ("e2e", lambda s: end_to_end(s, size, own_broker)),
+            ("bulk", lambda s: cases.bulk_case(s, size["bulk_lines"])),
+            ("memory", lambda s: cases.memory_case(s, size["known_customers"], size["memory_traffic"])),
+            ("schedules", lambda s: cases.schedules_case(s, size["schedules"], state_rate())),
+            ("api", lambda s: cases.api_case(s, size["api_rate"], size["api_seconds"], size["api_space"])),
+            ("backlog", lambda s: cases.backlog_case(s, size["backlog"], 200_000, persistence)),
+            ("scale", lambda s: cases.scale_out_cases(s, events, size["state_customers"], size["billing_customers"],
+                                                      figures)),
         ]
+
         def state_rate() -> float | None:
             """The state worker's throughput measured earlier in this run (events on)."""
             return next((f.records_per_s for f in figures if f.case == "state worker"), None)
@@ -133,7 +135,9 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
                 continue
             console.print(f"[bold]{name}[/bold] ...")
             started = time.perf_counter()
-            result = await step()
+            # On empty topics, as the baselines' are: the local broker's fetch slows as a partition grows.
+            async with cases.empty_broker(settings, own_broker) as case_settings:
+                result = await step(case_settings)
             figures.extend(result if isinstance(result, list) else [result])
             console.print(f"  done in {time.perf_counter() - started:.1f} s")
     finally:
