@@ -227,7 +227,6 @@ async def faust_floor(settings: Settings, records: list[tuple[bytes, bytes]]) ->
                     producer, [OutgoingRecord(target, e.message.key, e.message.value, None) for e in events]))
                 progress["seen"] += len(events)
                 if progress["seen"] >= len(records):
-                    progress["ended"] = time.perf_counter()
                     finished.set()
 
         app.finalize()
@@ -308,11 +307,17 @@ async def produce_settings(settings: Settings, records: list[tuple[str, str, dic
         await producer.stop()
 
 
-async def triggers_case(settings: Settings, count: int, passthrough: float, faust_floor: float) -> Figure:
-    events, settings_records, expected = event_mix(count)
+async def produce_event_mix(settings: Settings, count: int, seed: int = 1) -> int:
+    """The settings and events of ``event_mix`` on their topics; returns the commands they will fire."""
+    events, settings_records, expected = event_mix(count, seed=seed)
     await produce_settings(settings, settings_records)
     for topic in (CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name):
         await produce_all(settings, topic, [(k, v) for t, k, v in events if t == topic])
+    return expected
+
+
+async def triggers_case(settings: Settings, count: int, passthrough: float, faust_floor: float) -> Figure:
+    expected = await produce_event_mix(settings, count)
     figure = await measure_worker(settings, "triggers", count, "triggers worker", "raw pass-through", passthrough,
                                   f"{expected} commands emitted",
                                   emitted=("suspensions_trigger_commands_emitted_total", expected), target_ratio=0.25)
@@ -818,10 +823,7 @@ async def scale_out_cases(settings: Settings, count: int, customers: int, billin
         return next((f for f in figures if f.case == case), None)
 
     async def events() -> None:
-        mix, settings_records, _ = event_mix(count, seed=5)
-        await produce_settings(settings, settings_records)
-        for topic in (CUSTOMER_SIGNUPS.name, CUSTOMER_PLAN_CHANGES.name, CRM_OPPORTUNITIES.name):
-            await produce_all(settings, topic, [(k, v) for t, k, v in mix if t == topic])
+        await produce_event_mix(settings, count, seed=5)
 
     async def commands() -> None:
         await skip_backlog(settings, settings.state_group, SUSPENSION_COMMANDS.name)

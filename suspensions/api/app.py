@@ -68,6 +68,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such customer here (another space's answers the same)"},
 }
 
+# A suspend or lift: accepted (202), or with ?wait=true applied (200) or not in time (504).
+ACT_RESPONSES: dict[int | str, dict[str, Any]] = ERRORS | {
+    200: {"model": Applied, "description": "With ?wait=true: applied"},
+    504: {"description": "With ?wait=true: not applied in time"},
+}
+
 
 # --- the app -----------------------------------------------------------------------------------
 
@@ -182,8 +188,7 @@ def register_api(app: FastAPI) -> None:
                        state=acted.state.to_record() if acted.state else None)
 
     @app.post(f"{prefix}/customers/{{customer}}/suspend", status_code=202, response_model=Accepted | Applied,
-              responses=ERRORS | {200: {"model": Applied, "description": "With ?wait=true: applied"},
-                                  504: {"description": "With ?wait=true: not applied in time"}})
+              responses=ACT_RESPONSES)
     async def suspend(space: str, customer: str, who: Who, ops: Ops, response: Response,
                       body: Annotated[SuspendRequest | None, Body()] = None, wait: bool = False,
                       timeout: Annotated[float, Query(gt=0, le=60)] = 10.0) -> Accepted | Applied:
@@ -193,8 +198,7 @@ def register_api(app: FastAPI) -> None:
                           timeout, response)
 
     @app.post(f"{prefix}/customers/{{customer}}/lift", status_code=202, response_model=Accepted | Applied,
-              responses=ERRORS | {200: {"model": Applied, "description": "With ?wait=true: applied"},
-                                  504: {"description": "With ?wait=true: not applied in time"}})
+              responses=ACT_RESPONSES)
     async def lift(space: str, customer: str, who: Who, ops: Ops, response: Response,
                    body: Annotated[LiftRequest | None, Body()] = None, wait: bool = False,
                    timeout: Annotated[float, Query(gt=0, le=60)] = 10.0) -> Accepted | Applied:

@@ -1,6 +1,7 @@
 """faust as the triggers worker runs it: configured from the settings, with the per-event costs
 the triggers do not use taken out through faust's own extension points (subclassed transport,
-consumer and schema, and the ``Monitor`` setting), never by editing the package.
+consumer, producer, schema and stream; the ``Monitor`` and ``Stream`` settings), never by editing
+the package.
 
 - The consumer takes the configured fetch wait. faust's aiokafka driver fixes
   ``fetch_max_wait_ms`` at 1500; Apache Kafka answers a long-polling fetch as soon as
@@ -94,8 +95,6 @@ class UnacknowledgedSends:
             # Shielded: a waiter cancelled (a commit given up at shutdown) leaves the sends in flight and
             # tracked, so no later commit passes them unacknowledged.
             await asyncio.shield(oldest)
-        except asyncio.CancelledError:
-            raise
         except Exception as error:
             self._failure = self._failure or error
             self._forget(oldest)
