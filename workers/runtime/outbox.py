@@ -11,6 +11,7 @@ partition next (``publish_left_over``), before it consumes; consumers deduplicat
 from __future__ import annotations
 
 import contextlib
+import functools
 import struct
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
@@ -37,20 +38,35 @@ def pack_records(records: Iterable[OutgoingRecord], packing: int = FORMAT_HEADER
     per batch and source partition costs one insert and one delete, where a row per record cost one of
     each per record."""
     parts: list[bytes] = []
+    append = parts.append
     for record in records:
-        topic, record_id = record.topic.encode(), (record.record_id or "").encode()
-        parts += (_U16.pack(len(topic)), topic)
-        if record.key is None:
-            parts.append(_I32.pack(-1))
-        else:
-            parts += (_I32.pack(len(record.key)), record.key)
-        parts += (_I32.pack(len(record.value)), record.value, _U16.pack(len(record_id)), record_id)
+        append(_prefixed_name(record.topic))
+        key = record.key
+        append(_NO_KEY if key is None else _I32.pack(len(key)) + key)
+        append(_I32.pack(len(record.value)))
+        append(record.value)
+        append(_prefixed_text(record.record_id or ""))
         if packing == FORMAT_HEADERS:
-            parts.append(_U16.pack(len(record.extra_headers)))
+            append(_U16.pack(len(record.extra_headers)))
             for name, value in record.extra_headers:
-                encoded = name.encode()
-                parts += (_U16.pack(len(encoded)), encoded, _I32.pack(len(value)), value)
+                append(_prefixed_name(name))
+                append(_I32.pack(len(value)))
+                append(value)
     return b"".join(parts)
+
+
+_NO_KEY = _I32.pack(-1)
+
+
+def _prefixed_text(text: str) -> bytes:
+    encoded = text.encode()
+    return _U16.pack(len(encoded)) + encoded
+
+
+@functools.lru_cache(maxsize=256)
+def _prefixed_name(name: str) -> bytes:
+    """A topic or header name, u16-prefixed: the same few names in every record."""
+    return _prefixed_text(name)
 
 
 def _read_field(packed: bytes, at: int, prefix: struct.Struct) -> tuple[bytes | None, int]:

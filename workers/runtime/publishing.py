@@ -73,12 +73,19 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]
     """Hand every record to the producer, one batch per partition; each future resolves when the broker
     acknowledged its batch (and raises if it could not be delivered)."""
     partitions: dict[str, list[int]] = {}
+    # A key's partition for a partition count: a state record and its lifecycle event share the key.
+    placed: dict[tuple[bytes | None, int], int] = {}
     grouped: dict[tuple[str, int], list[OutgoingRecord]] = {}
     for record in records:
         if record.topic not in partitions:
             partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
         all_partitions = partitions[record.topic]
-        partition = _partitioner(record.key, all_partitions, all_partitions)
+        place = (record.key, len(all_partitions))
+        partition = placed.get(place)
+        if partition is None:
+            partition = _partitioner(record.key, all_partitions, all_partitions)
+            if record.key is not None:  # no key: a partition at random, each time
+                placed[place] = partition
         grouped.setdefault((record.topic, partition), []).append(record)
 
     deliveries: list[asyncio.Future[object]] = []

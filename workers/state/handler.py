@@ -43,6 +43,7 @@ class StateHandler:
 
     async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
         now = datetime.now(UTC)
+        occurred_at = utc_iso(now)
         commands, outputs = decode_customer_records(records, SuspensionCommand, self.worker, self.metrics)
 
         stored = await repository.lock_states(conn, (c.customer_id for _, c in commands))
@@ -72,14 +73,14 @@ class StateHandler:
             if transition.outcome is Outcome.CHANGED:
                 state = transition.state
                 assert state is not None
-                outputs[applied.position] = [state_record(state, record, command.issued_at.timestamp())]
+                outputs[applied.position] = [state_record(state, record, command.issued_at.timestamp(), now, occurred_at)]
                 changes.append((applied, change))
-                schedules.update((row.schedule_id, row) for row in change.rows(applied, record.partition, now))
+                if change.added or change.ended:
+                    schedules.update((row.schedule_id, row) for row in change.rows(applied, record.partition, now))
                 if transition.settle_missed_invoices is not None:
                     settlements.setdefault(command.customer_id, applied)
 
         settled = await self._settle_missed(conn, settlements, now) if settlements else {}
-        occurred_at = utc_iso(now)
         for applied, change in changes:
             record = records[applied.position]
             customer_id = applied.command.customer_id
@@ -132,12 +133,16 @@ def history_row(command: SuspensionCommand, outcome: Outcome, state: CustomerSta
     )
 
 
-def state_record(state: CustomerState, record: ConsumerRecord, event_time: float) -> OutgoingRecord:
+def state_record(state: CustomerState, record: ConsumerRecord, event_time: float, now: datetime,
+                 now_text: str) -> OutgoingRecord:
+    """The ``suspension.state`` record of a change made ``now`` (``now_text``: its contract text, made
+    once per batch)."""
     record_id = f"{state.customer_id}:{state.version}"
+    updated_at = now_text if state.updated_at is now else utc_iso(state.updated_at)
     return OutgoingRecord(
         topic=SUSPENSION_STATE.name, key=record.key, value=encode_state(state), record_id=record_id,
         source_partition=record.partition, event_time=event_time,
-        extra_headers=cloudevent_headers(record_id, STATE_EVENT_TYPE, utc_iso(state.updated_at), state.customer_id),
+        extra_headers=cloudevent_headers(record_id, STATE_EVENT_TYPE, updated_at, state.customer_id),
     )
 
 
