@@ -74,18 +74,19 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]
     acknowledged its batch (and raises if it could not be delivered)."""
     partitions: dict[str, list[int]] = {}
     # A key's partition for a partition count: a state record and its lifecycle event share the key.
-    placed: dict[tuple[bytes | None, int], int] = {}
+    placed: dict[tuple[bytes, int], int] = {}
     grouped: dict[tuple[str, int], list[OutgoingRecord]] = {}
     for record in records:
         if record.topic not in partitions:
             partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
         all_partitions = partitions[record.topic]
-        place = (record.key, len(all_partitions))
-        partition = placed.get(place)
-        if partition is None:
-            partition = _partitioner(record.key, all_partitions, all_partitions)
-            if record.key is not None:  # no key: a partition at random, each time
-                placed[place] = partition
+        if record.key is None:  # a partition at random, each time
+            partition = _partitioner(None, all_partitions, all_partitions)
+        else:
+            place = (record.key, len(all_partitions))
+            partition = placed.get(place, -1)
+            if partition < 0:
+                partition = placed[place] = _partitioner(record.key, all_partitions, all_partitions)
         grouped.setdefault((record.topic, partition), []).append(record)
 
     deliveries: list[asyncio.Future[object]] = []
