@@ -20,7 +20,7 @@ from workers.runtime.publishing import OutgoingRecord, publish_all
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 async def test_keys_land_on_their_murmur2_partition_across_topics_of_different_sizes(
