@@ -24,6 +24,9 @@ the package.
   At-least-once holds; a failed send stops the worker before any later offset is committed.
 - Every record waits for faust's own producer buffer to ebb; that check reads a setting
   per record. The buffer here reads its queue (the agents send with their own producer).
+- Batches are taken as soon as events are there (``QuietStream.take_ready``): faust's
+  ``take_events`` waits a timer after every batch, which every event waited out, half of it
+  on average; under load the batch is what arrived while the agent was busy, as before.
 - The monitor keeps no per-event statistics, and a stream's acknowledgement skips the
   sensors' delegation: the worker counts what it consumes and emits in its own
   Prometheus metrics.
@@ -37,23 +40,26 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, cast
 
 import aiokafka
 import faust
+from faust import streams as faust_streams
 from faust.sensors import Monitor
 from faust.serializers import Schema
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, AppT, Message
+from mode.utils.aiter import aiter as mode_aiter
+from mode.utils.futures import notify
 
 from workers.runtime.config import Settings
 
 YIELD_EVERY = 100
 PAUSED_POLL_S = 0.02
-TAKE_WITHIN_S = 0.005
+TAKE_IDLE_S = 0.1
 UNACKNOWLEDGED_BATCHES = 4
 
 
@@ -126,10 +132,79 @@ class QuietMonitor(Monitor):
 
 
 class QuietStream(faust.Stream[Any]):
-    """faust's stream, acknowledging an event without telling the (quiet) sensors."""
+    """faust's stream, acknowledging an event without telling the (quiet) sensors, and taking
+    batches as soon as events are there (``take_ready``)."""
 
     async def ack(self, event: faust.EventT[Any]) -> bool:
         return bool(event.ack())
+
+    @faust_streams._tracks_buffer_agen
+    async def take_ready(self, max_: int, idle_s: float) -> AsyncGenerator[list[faust.EventT[Any]], None]:
+        """faust's ``take_events``, yielding as soon as events are buffered instead of after a timer.
+
+        ``take_events`` waits ``within`` after every batch for the buffer to fill, so each event
+        waited for the timer, half of it on average. Here a batch is what arrived by the time the
+        agent is free: one event when the stream is quiet, what arrived meanwhile when it is busy
+        (a fetched batch reaches the buffer in one go), at most ``max_``. ``idle_s`` only bounds
+        how long a quiet stream waits before looking at whether it should stop. Events are
+        acknowledged once the agent is done with their batch, as ``take_events`` does.
+        """
+        events: list[faust.EventT[Any]] = []
+        ready = asyncio.Event()  # the buffer holds an event
+        consumed = asyncio.Event()  # a full buffer was taken
+        consuming: asyncio.Future[None] | None = None  # set while the agent holds a batch
+
+        async def add_to_buffer(value: Any) -> Any:
+            nonlocal consuming
+            try:
+                if consuming is not None:
+                    try:
+                        await consuming
+                    finally:
+                        consuming = None
+                event = self.current_event
+                if event is None:
+                    raise RuntimeError("Take buffer found current_event is None")
+                events.append(event)
+                ready.set()
+                if len(events) >= max_:  # strict: never more than max_ in a batch
+                    consumed.clear()
+                    await self.wait(consumed)  # type: ignore[arg-type]  # mode types it as its own Event
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.exception("Error adding to take buffer: %r", exc)
+                await self.crash(exc)
+            return value
+
+        acks_enabled = self.enable_acks
+        self.enable_acks = False  # acknowledged here, once the batch is done
+        self.add_processor(add_to_buffer)
+        self._enable_passive(cast(Any, mode_aiter(self.channel)))
+        try:
+            while not self.should_stop:
+                await self.wait_for_stopped(ready, timeout=idle_s)  # type: ignore[arg-type]
+                if not events:
+                    continue
+                # The stream hands events over one loop turn at a time: take every event already
+                # delivered (a fetched batch arrives in one go), not just the first.
+                taken = 0
+                while taken != len(events) < max_:
+                    taken = len(events)
+                    await asyncio.sleep(0)
+                consuming = self.loop.create_future()  # later events wait until this batch is done
+                try:
+                    yield list(events)
+                finally:
+                    for event in events:
+                        await self.ack(event)
+                    events.clear()
+                    ready.clear()
+                    notify(consuming)
+                    consumed.set()
+        finally:
+            self.enable_acks = acks_enabled
+            self._processors.remove(add_to_buffer)
 
 
 class QueueSizedBuffer(ProducerBuffer):
@@ -295,8 +370,7 @@ def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
 
 
 def take_batches(stream: faust.StreamT[Any], settings: Settings) -> AsyncIterator[Sequence[faust.EventT[Any]]]:
-    """Events in batches: up to ``batch_max_records``, or what arrived within 5 ms."""
-    # take_events is on faust's Stream, not on the StreamT protocol it annotates agents with.
-    batches: AsyncIterator[Sequence[faust.EventT[Any]]] = stream.take_events(  # type: ignore[attr-defined]
-        settings.batch_max_records, within=TAKE_WITHIN_S)
-    return batches
+    """Events in batches of up to ``batch_max_records``, as soon as there are any (``take_ready``)."""
+    if not isinstance(stream, QuietStream):  # the app's Stream setting makes every stream one
+        raise TypeError(f"expected the app's QuietStream, got {type(stream).__name__}")
+    return stream.take_ready(settings.batch_max_records, idle_s=TAKE_IDLE_S)
