@@ -794,6 +794,11 @@ async def api_case(settings: Settings, rate: int, seconds: float, space_size: in
     return [post, page]
 
 
+def figure_named(figures: list[Figure], case: str) -> Figure | None:
+    """A case measured earlier in the run, which a later case compares itself with."""
+    return next((f for f in figures if f.case == case), None)
+
+
 async def scale_out_case(settings: Settings, worker_name: str, count: int, one_process: Figure | None,
                          produce_backlog: Callable[[], Awaitable[None]]) -> Figure:
     """One worker with two processes in its group on this 2-core machine, over the same kind of backlog
@@ -819,9 +824,6 @@ async def scale_out_case(settings: Settings, worker_name: str, count: int, one_p
 async def scale_out_cases(settings: Settings, count: int, customers: int, billing_customers: int,
                           figures: list[Figure]) -> list[Figure]:
     """The triggers, state and billing workers each with two processes, against their one-process figures."""
-    def earlier(case: str) -> Figure | None:
-        return next((f for f in figures if f.case == case), None)
-
     async def events() -> None:
         await produce_event_mix(settings, count, seed=5)
 
@@ -832,9 +834,9 @@ async def scale_out_cases(settings: Settings, count: int, customers: int, billin
     async def jobs() -> None:
         await produce_all(settings, INVOICE_JOBS.name, invoice_jobs(count, billing_customers, prefix="two-"))
 
-    return [await scale_out_case(settings, "triggers", count, earlier("triggers worker"), events),
-            await scale_out_case(settings, "billing", count, earlier("billing consumer"), jobs),
-            await scale_out_case(settings, "state", count, earlier("state worker"), commands)]
+    return [await scale_out_case(settings, "triggers", count, figure_named(figures, "triggers worker"), events),
+            await scale_out_case(settings, "billing", count, figure_named(figures, "billing consumer"), jobs),
+            await scale_out_case(settings, "state", count, figure_named(figures, "state worker"), commands)]
 
 
 async def backlog_case(settings: Settings, count: int, customers: int, persistence: float) -> Figure:

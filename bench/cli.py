@@ -128,7 +128,8 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
 
         def state_rate() -> float | None:
             """The state worker's throughput measured earlier in this run (events on)."""
-            return next((f.records_per_s for f in figures if f.case == "state worker"), None)
+            state = cases.figure_named(figures, "state worker")
+            return state.records_per_s if state else None
 
         for name, step in steps:
             if not wanted(name) or (name == "backlog" and not size["backlog"]):
