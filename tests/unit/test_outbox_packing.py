@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.runtime.outbox import FORMAT_PLAIN, pack_records, unpack_records
+from workers.runtime.outbox import FORMAT_HEADERS, FORMAT_PLAIN, pack_hand_packed, pack_records, unpack_records
 from workers.runtime.publishing import OutgoingRecord
 
 records = st.builds(
@@ -34,4 +34,10 @@ def test_an_empty_batch_packs_to_nothing() -> None:
 def test_rows_written_before_headers_were_packed_still_read(batch: list[OutgoingRecord]) -> None:
     """Rows of format 1 (before migration 004) carry no headers beyond the record id."""
     plain = [OutgoingRecord(r.topic, r.key, r.value, r.record_id, r.source_partition) for r in batch]
-    assert unpack_records(pack_records(plain, FORMAT_PLAIN), 2, FORMAT_PLAIN) == plain
+    assert unpack_records(pack_hand_packed(plain, FORMAT_PLAIN), 2, FORMAT_PLAIN) == plain
+
+
+@given(st.lists(records, max_size=10))
+def test_rows_hand_packed_with_headers_still_read(batch: list[OutgoingRecord]) -> None:
+    """Rows of format 2 (before MessagePack): left by a crash, read by the upgraded worker."""
+    assert unpack_records(pack_hand_packed(batch, FORMAT_HEADERS), 2, FORMAT_HEADERS) == batch

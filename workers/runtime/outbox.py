@@ -11,11 +11,11 @@ partition next (``publish_left_over``), before it consumes; consumers deduplicat
 from __future__ import annotations
 
 import contextlib
-import functools
 import struct
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 import asyncpg
+import msgpack
 from aiokafka import AIOKafkaProducer
 
 from workers.runtime.publishing import OutgoingRecord, publish_all
@@ -28,45 +28,53 @@ _I32 = struct.Struct(">i")
 
 
 FORMAT_PLAIN = 1  # rows written before migration 004: no headers beyond the record id
-FORMAT_HEADERS = 2  # every row written now
+FORMAT_HEADERS = 2  # hand-packed rows with headers, written before MessagePack
+FORMAT_MSGPACK = 3  # every row written now
 
 
-def pack_records(records: Iterable[OutgoingRecord], packing: int = FORMAT_HEADERS) -> bytes:
-    """Records to publish, in order, as one value: per record a u16-prefixed topic, an i32-prefixed key
-    (-1 for none), an i32-prefixed value and a u16-prefixed record id (empty for none), then (format 2)
-    a u16 count of other headers, each a u16-prefixed name and an i32-prefixed value. One outbox row
-    per batch and source partition costs one insert and one delete, where a row per record cost one of
-    each per record."""
+def pack_records(records: Iterable[OutgoingRecord]) -> bytes:
+    """Records to publish, in order, as one value: a MessagePack array of [topic, key, value, record id,
+    headers] per record. One outbox row per batch and source partition costs one insert and one delete,
+    where a row per record cost one of each per record."""
+    if not isinstance(records, list):
+        records = list(records)
+    if not records:
+        return b""
+    packed: bytes = msgpack.packb([(r.topic, r.key, r.value, r.record_id, r.extra_headers) for r in records])
+    return packed
+
+
+def unpack_records(packed: bytes, source_partition: int, packing: int = FORMAT_MSGPACK) -> list[OutgoingRecord]:
+    """The inverse of ``pack_records``; rows of the older formats too."""
+    if packing != FORMAT_MSGPACK:
+        return _unpack_hand_packed(packed, source_partition, packing)
+    if not packed:
+        return []
+    return [OutgoingRecord(topic, key, value, record_id, source_partition, extra_headers=headers)
+            for topic, key, value, record_id, headers in msgpack.unpackb(packed, use_list=False)]
+
+
+def pack_hand_packed(records: Iterable[OutgoingRecord], packing: int) -> bytes:
+    """Rows as formats 1 and 2 wrote them: per record a u16-prefixed topic, an i32-prefixed key (-1 for
+    none), an i32-prefixed value and a u16-prefixed record id (empty for none), then (format 2) a u16
+    count of other headers, each a u16-prefixed name and an i32-prefixed value. Kept to test that rows
+    left by an earlier version are still read."""
     parts: list[bytes] = []
-    append = parts.append
     for record in records:
-        append(_prefixed_name(record.topic))
-        key = record.key
-        append(_NO_KEY if key is None else _I32.pack(len(key)) + key)
-        append(_I32.pack(len(record.value)))
-        append(record.value)
-        append(_prefixed_text(record.record_id or ""))
+        parts.append(_prefixed_text(record.topic))
+        parts.append(_I32.pack(-1) if record.key is None else _I32.pack(len(record.key)) + record.key)
+        parts.append(_I32.pack(len(record.value)) + record.value)
+        parts.append(_prefixed_text(record.record_id or ""))
         if packing == FORMAT_HEADERS:
-            append(_U16.pack(len(record.extra_headers)))
+            parts.append(_U16.pack(len(record.extra_headers)))
             for name, value in record.extra_headers:
-                append(_prefixed_name(name))
-                append(_I32.pack(len(value)))
-                append(value)
+                parts.append(_prefixed_text(name) + _I32.pack(len(value)) + value)
     return b"".join(parts)
-
-
-_NO_KEY = _I32.pack(-1)
 
 
 def _prefixed_text(text: str) -> bytes:
     encoded = text.encode()
     return _U16.pack(len(encoded)) + encoded
-
-
-@functools.lru_cache(maxsize=256)
-def _prefixed_name(name: str) -> bytes:
-    """A topic or header name, u16-prefixed: the same few names in every record."""
-    return _prefixed_text(name)
 
 
 def _read_field(packed: bytes, at: int, prefix: struct.Struct) -> tuple[bytes | None, int]:
@@ -77,8 +85,7 @@ def _read_field(packed: bytes, at: int, prefix: struct.Struct) -> tuple[bytes | 
     return packed[at:at + size], at + size
 
 
-def unpack_records(packed: bytes, source_partition: int, packing: int = FORMAT_HEADERS) -> list[OutgoingRecord]:
-    """The inverse of ``pack_records``."""
+def _unpack_hand_packed(packed: bytes, source_partition: int, packing: int) -> list[OutgoingRecord]:
     records: list[OutgoingRecord] = []
     at = 0
     while at < len(packed):
@@ -118,7 +125,7 @@ async def replace_rows(conn: asyncpg.Connection, source_topic: str, records: Seq
     rows = await conn.fetch(
         "WITH published AS (DELETE FROM outbox WHERE id = ANY($4::bigint[])) "
         f"INSERT INTO outbox (source_topic, source_partition, records, format) "
-        f"SELECT $1, *, {FORMAT_HEADERS} FROM unnest($2::int[], $3::bytea[]) RETURNING id",
+        f"SELECT $1, *, {FORMAT_MSGPACK} FROM unnest($2::int[], $3::bytea[]) RETURNING id",
         source_topic, list(by_partition), [pack_records(group) for group in by_partition.values()],
         list(published_ids),
     )
