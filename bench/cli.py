@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import platform
 import sys
@@ -20,6 +19,7 @@ from rich.table import Table
 from bench import cases
 from models import utc_iso
 from suspensions.local.stack import LocalStack
+from workers.runtime.collector import settle_collector
 from workers.runtime.config import Settings
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -90,7 +90,7 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
     stack = LocalStack(base=Settings())
     settings = await stack.start()
     settings = settings.model_copy(update={"log_level": "WARNING"})
-    gc.freeze()  # as `suspensions run` does, so the baselines run in this process under the same collector
+    settle_collector()  # as `suspensions run` does: the baselines run in this process under the same collector
     figures: list[cases.Figure] = []
 
     def wanted(name: str) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import typer
 
 from suspensions.cli.common import console, fail, run_async, settings
 from suspensions.runner import RUNNABLE_NAMES
+from workers.runtime.collector import settle_collector
 from workers.runtime.logs import configure_logging
 
 topics_app = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=True)
@@ -93,9 +93,7 @@ def run(
         install_signal_handlers(stop)
         await run_workers(config, names, stop)
 
-    # What is loaded by now (modules, classes, settings) lives as long as the process: frozen out of the
-    # cyclic collector's sight, its full collections stop walking it on every batch (bench/RESULTS.md).
-    gc.freeze()
+    settle_collector()
     run_async(main())
 
 
