@@ -19,7 +19,7 @@ from rich.table import Table
 from bench import cases
 from models import utc_iso
 from suspensions.local.stack import LocalStack
-from workers.runtime.collector import settle_collector
+from workers.runtime.collector import batch_collection, settle_collector
 from workers.runtime.config import Settings
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -90,7 +90,9 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
     stack = LocalStack(base=Settings())
     settings = await stack.start()
     settings = settings.model_copy(update={"log_level": "WARNING"})
-    settle_collector()  # as `suspensions run` does: the baselines run in this process under the same collector
+    # This process times requests and deliveries as well: the batch thresholds only for its baselines,
+    # which run under the collector the workers run under.
+    settle_collector(serves_requests=True)
     figures: list[cases.Figure] = []
 
     def wanted(name: str) -> bool:
@@ -101,13 +103,15 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
         console.print(f"[bold]baselines[/bold]: raw pass-through and raw persistence over {events:,} records")
         sample = [(f"k{i}".encode(), b'{"event_id":"e","occurred_at":"2026-11-25T10:00:00Z","space_id":"s",'
                    b'"customer_id":"c","email":"someone@example.com"}') for i in range(events)]
-        passthrough, persistence = await cases.raw_baselines(settings, sample)
+        with batch_collection():
+            passthrough, persistence = await cases.raw_baselines(settings, sample)
         figures.append(cases.Figure("raw pass-through (baseline)", events, passthrough))
         figures.append(cases.Figure("raw persistence (baseline)", events, persistence))
         faust_floor = 0.0
         if wanted("triggers"):
             console.print("[bold]faust floor[/bold]: a faust agent that only forwards the records")
-            faust_floor = await cases.faust_floor(settings, sample)
+            with batch_collection():
+                faust_floor = await cases.faust_floor(settings, sample)
             figures.append(cases.Figure("faust pass-through (floor of the triggers' framework)", events,
                                         faust_floor, "raw pass-through", passthrough,
                                         notes=["no decoding, no rules: what faust itself moves"]))

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from suspensions.cli.common import console, fail, run_async, settings
-from suspensions.runner import RUNNABLE_NAMES
+from suspensions.runner import API, RUNNABLE_NAMES
 from workers.runtime.collector import settle_collector
 from workers.runtime.logs import configure_logging
 
@@ -93,7 +93,7 @@ def run(
         install_signal_handlers(stop)
         await run_workers(config, names, stop)
 
-    settle_collector()
+    settle_collector(serves_requests=API in names)
     run_async(main())
 
 
