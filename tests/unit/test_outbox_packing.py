@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import struct
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.runtime.outbox import FORMAT_HEADERS, FORMAT_PLAIN, pack_hand_packed, pack_records, unpack_records
+from workers.runtime.outbox import FORMAT_HEADERS, FORMAT_PLAIN, pack_records, unpack_records
 from workers.runtime.publishing import OutgoingRecord
 
 records = st.builds(
@@ -18,6 +20,23 @@ records = st.builds(
     extra_headers=st.lists(st.tuples(st.text(min_size=1, max_size=40), st.binary(max_size=200)),
                            max_size=8).map(tuple),
 )
+
+
+def pack_hand_packed(batch: list[OutgoingRecord], packing: int) -> bytes:
+    """Rows as formats 1 and 2 were written, written here independently of the reader under test."""
+    def text(value: str) -> bytes:
+        return struct.pack(">H", len(value.encode())) + value.encode()
+
+    def blob(value: bytes | None) -> bytes:
+        return struct.pack(">i", -1) if value is None else struct.pack(">i", len(value)) + value
+
+    parts = []
+    for record in batch:
+        parts += [text(record.topic), blob(record.key), blob(record.value), text(record.record_id or "")]
+        if packing == FORMAT_HEADERS:
+            parts.append(struct.pack(">H", len(record.extra_headers)))
+            parts += [text(name) + blob(value) for name, value in record.extra_headers]
+    return b"".join(parts)
 
 
 @given(st.lists(records, max_size=30))

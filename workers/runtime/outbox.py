@@ -54,29 +54,6 @@ def unpack_records(packed: bytes, source_partition: int, packing: int = FORMAT_M
             for topic, key, value, record_id, headers in msgpack.unpackb(packed, use_list=False)]
 
 
-def pack_hand_packed(records: Iterable[OutgoingRecord], packing: int) -> bytes:
-    """Rows as formats 1 and 2 wrote them: per record a u16-prefixed topic, an i32-prefixed key (-1 for
-    none), an i32-prefixed value and a u16-prefixed record id (empty for none), then (format 2) a u16
-    count of other headers, each a u16-prefixed name and an i32-prefixed value. Kept to test that rows
-    left by an earlier version are still read."""
-    parts: list[bytes] = []
-    for record in records:
-        parts.append(_prefixed_text(record.topic))
-        parts.append(_I32.pack(-1) if record.key is None else _I32.pack(len(record.key)) + record.key)
-        parts.append(_I32.pack(len(record.value)) + record.value)
-        parts.append(_prefixed_text(record.record_id or ""))
-        if packing == FORMAT_HEADERS:
-            parts.append(_U16.pack(len(record.extra_headers)))
-            for name, value in record.extra_headers:
-                parts.append(_prefixed_text(name) + _I32.pack(len(value)) + value)
-    return b"".join(parts)
-
-
-def _prefixed_text(text: str) -> bytes:
-    encoded = text.encode()
-    return _U16.pack(len(encoded)) + encoded
-
-
 def _read_field(packed: bytes, at: int, prefix: struct.Struct) -> tuple[bytes | None, int]:
     (size,) = prefix.unpack_from(packed, at)
     at += prefix.size
@@ -86,6 +63,9 @@ def _read_field(packed: bytes, at: int, prefix: struct.Struct) -> tuple[bytes | 
 
 
 def _unpack_hand_packed(packed: bytes, source_partition: int, packing: int) -> list[OutgoingRecord]:
+    """Rows of formats 1 and 2: per record a u16-prefixed topic, an i32-prefixed key (-1 for none), an
+    i32-prefixed value and a u16-prefixed record id (empty for none), then (format 2) a u16 count of
+    other headers, each a u16-prefixed name and an i32-prefixed value."""
     records: list[OutgoingRecord] = []
     at = 0
     while at < len(packed):
