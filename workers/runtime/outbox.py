@@ -36,11 +36,8 @@ def pack_records(records: Iterable[OutgoingRecord]) -> bytes:
     """Records to publish, in order, as one value: a MessagePack array of [topic, key, value, record id,
     headers] per record. One outbox row per batch and source partition costs one insert and one delete,
     where a row per record cost one of each per record."""
-    if not isinstance(records, list):
-        records = list(records)
-    if not records:
-        return b""
-    packed: bytes = msgpack.packb([(r.topic, r.key, r.value, r.record_id, r.extra_headers) for r in records])
+    rows = [(r.topic, r.key, r.value, r.record_id, r.extra_headers) for r in records]
+    packed: bytes = msgpack.packb(rows) if rows else b""
     return packed
 
 

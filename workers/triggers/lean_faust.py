@@ -170,9 +170,7 @@ class QuietStream(faust.Stream[Any]):
                 if len(events) >= max_:  # strict: never more than max_ in a batch
                     consumed.clear()
                     await self.wait(consumed)  # type: ignore[arg-type]  # mode types it as its own Event
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except Exception as exc:  # a cancellation is no Exception: it propagates
                 self.log.exception("Error adding to take buffer: %r", exc)
                 await self.crash(exc)
             return value
