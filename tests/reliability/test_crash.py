@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from tests.reliability.harness import (
     read_topic,
     wait_for_count,
 )
-from tests.support import WorkerProcess, uid
+from tests.support import WorkerProcess, uid, wait_until
 from topics import CUSTOMER_SIGNUPS, INVOICE_JOBS, SETTINGS_SIGNUP, SUSPENSION_COMMANDS
 from workers.runtime.config import Settings
 
@@ -34,13 +36,19 @@ REPUBLISHED_AT_MOST = 2 * 2_000
 
 
 async def kill_midway_and_restart(settings: Settings, worker: str, load: Coroutine[Any, Any, None], progress_sql: str,
-                                  log_dir: Path) -> WorkerProcess:
-    """Start `worker`, feed it `load` (a coroutine), kill -9 it once `progress_sql` counts 4,000, restart it."""
+                                  log_dir: Path, source_topic: str | None = None) -> WorkerProcess:
+    """Start `worker`, feed it `load` (a coroutine), kill -9 it once `progress_sql` counts 4,000, restart it.
+
+    With `source_topic`, the kill comes at a moment the worker's outbox holds rows from that topic,
+    so the restarted worker has something left over to publish.
+    """
     first = WorkerProcess(settings, (worker,), log_path=log_dir / f"{worker}-1.log").start()
     try:
         await first.wait_ready()
         producing = asyncio.create_task(load)
         await wait_for_count(settings.database_url, progress_sql, 4_000, 120, f"the {worker} worker well under way")
+        if source_topic is not None:
+            await freeze_holding_outbox_rows(settings.database_url, first, source_topic)
         first.kill()
         await producing
     finally:
@@ -48,11 +56,33 @@ async def kill_midway_and_restart(settings: Settings, worker: str, load: Corouti
     return WorkerProcess(settings, (worker,), log_path=log_dir / f"{worker}-2.log").start()
 
 
+async def freeze_holding_outbox_rows(db_url: str, worker: WorkerProcess, source_topic: str) -> None:
+    """Leave `worker` stopped (SIGSTOP) at a moment its outbox holds rows.
+
+    A worker that keeps up with its load deletes its published rows whenever it is idle, so a kill
+    at a random moment may leave nothing behind. Stopped, it can neither publish nor delete between
+    the count and the kill; when the count finds nothing, it runs on (SIGCONT) and is tried again.
+    """
+    conn = await asyncpg.connect(db_url)
+    try:
+        async def stopped_with_rows() -> bool:
+            os.kill(worker.running.pid, signal.SIGSTOP)
+            if await conn.fetchval("SELECT count(*) FROM outbox WHERE source_topic = $1", source_topic):
+                return True
+            os.kill(worker.running.pid, signal.SIGCONT)
+            return False
+
+        await wait_until(stopped_with_rows, 60, f"the {source_topic} outbox to hold rows at a kill")
+    finally:
+        await conn.close()
+
+
 async def test_state_worker_killed_mid_stream(isolated: Settings, tmp_path: Path) -> None:
     stream = command_stream(customers(2_000), uid("space"), STREAM)
     distinct = len({c["command_id"] for c in stream})
     second = await kill_midway_and_restart(isolated, "state", produce(isolated, SUSPENSION_COMMANDS.name, stream),
-                                           "SELECT count(*) FROM processed_commands", tmp_path)
+                                           "SELECT count(*) FROM processed_commands", tmp_path,
+                                           source_topic=SUSPENSION_COMMANDS.name)
     try:
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", distinct, 180,
                              "every command applied after the restart")
@@ -113,7 +143,8 @@ async def test_billing_worker_killed_mid_stream(isolated: Settings, tmp_path: Pa
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM customer_state", len(suspended), 60,
                              "the suspensions committed")
         second = await kill_midway_and_restart(isolated, "billing", produce(isolated, INVOICE_JOBS.name, jobs),
-                                               "SELECT count(*) FROM invoice_decisions", tmp_path)
+                                               "SELECT count(*) FROM invoice_decisions", tmp_path,
+                                               source_topic=INVOICE_JOBS.name)
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM invoice_decisions", distinct, 180,
                              "a decision for every job after the restart")
         await wait_for_count(isolated.database_url,
