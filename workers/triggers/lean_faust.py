@@ -234,6 +234,10 @@ class LeanApp(faust.App):
         super().__init__(*args, **kwargs)
         self.unacknowledged = UnacknowledgedSends()
 
+    def _create_directories(self) -> None:
+        """None: tables live in memory (``memory://``), and faust would leave an empty
+        ``<group>-data`` directory in the working directory of every process it starts in."""
+
 
 def app_class(fetch_max_wait_ms: int) -> type[LeanApp]:
     class _Thread(faust_aiokafka.AIOKafkaConsumerThread):
