@@ -202,6 +202,7 @@ class Demo:
         self._step(f"bob signs up in {p}: that space lets new members in, so he is decided active; "
                    "his invoice is accepted")
         await self._send(kafka, CUSTOMER_SIGNUPS.name, self.bob, self._event(self.bob, p))
+        await self._expect(SUSPENSION_STATE.name, {"customer_id": self.bob, "suspended": False})
         await self._send(kafka, INVOICE_JOBS.name, self.bob, self._job(self.bob, p, f"inv-{self.bob}"))
         await self._expect(INVOICE_JOBS_ACCEPTED.name, {"job_id": f"inv-{self.bob}"})
 
