@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -69,6 +70,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings, file_secret_settings
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The settings' text (repr and str, as tracebacks and test reports show it) without the
+        password a database URL may carry."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "database_url" else value
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # libpq-style URL; TLS by its query parameters (sslmode, sslrootcert, sslcert, sslkey).
