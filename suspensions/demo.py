@@ -42,10 +42,10 @@ async def run_dev(settings: Settings, *, demo: bool, exit_when_done: bool, conso
     console.print("[bold]suspensions dev[/bold]: starting the local stack...")
     settings = await stack.start()
     console.print(f"  broker     {settings.kafka_bootstrap_servers}")
-    console.print(f"  postgresql {settings.database_url}")
+    console.print(f"  postgresql {settings.database_location}")  # a password stays off the screen
     console.print("  to use the CLI against it from another terminal:\n"
                   f"    export SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}\n"
-                  f"    export SUSPENSIONS_DATABASE_URL={settings.database_url}")
+                  f"    export SUSPENSIONS_DATABASE_URL={settings.database_location}")
     if port_open(settings.api_host, settings.api_port):
         settings = settings.model_copy(update={"api_port": free_port()})  # 8000 is taken: any free port
     console_url = f"http://{settings.api_host}:{settings.api_port}/"
