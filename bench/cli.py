@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import cases
+from bench import baselines, latency, operator_cases, plumbing, worker_cases
+from bench.figures import Figure, figure_named
 from models import utc_iso
 from suspensions.local.stack import LocalStack
 from workers.runtime.collector import batch_collection, settle_collector
@@ -49,7 +50,7 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "" if value is None else f"{value:,.{digits}f}"
 
 
-def render(figures: list[cases.Figure]) -> Table:
+def render(figures: list[Figure]) -> Table:
     table = Table(title="suspensions benchmarks (ratio = project / baseline, same run)")
     for column in ("case", "records", "baseline rec/s", "project rec/s", "ratio", "p50 ms", "p99 ms",
                    "peak RSS MB", "target", "met"):
@@ -63,37 +64,37 @@ def render(figures: list[cases.Figure]) -> Table:
     return table
 
 
-async def end_to_end(settings: Settings, size: dict[str, Any], own_broker: bool) -> list[cases.Figure]:
+async def end_to_end(settings: Settings, size: dict[str, Any], own_broker: bool) -> list[Figure]:
     """Signup to decision against the raw two-hop relay at the same rate, in the same run, each on empty topics."""
     figures = []
     for rate, seconds in ((1_000, size["e2e_seconds"]), (size["e2e_high_rate"], size["e2e_high_seconds"])):
         if not rate:
             continue
-        async with cases.empty_broker(settings, own_broker) as relay_settings:
-            relay, floor = await cases.relay_case(relay_settings, rate, seconds)
+        async with plumbing.empty_broker(settings, own_broker) as relay_settings:
+            relay, floor = await latency.relay_case(relay_settings, rate, seconds)
         figures.append(relay)
         kinds = (True, False) if rate == 1_000 else (True,)
         for keep_suspended in kinds:
             try:
-                async with cases.empty_broker(settings, own_broker) as case_settings:
-                    figures.append(await cases.end_to_end_case(case_settings, rate, seconds, keep_suspended, floor))
+                async with plumbing.empty_broker(settings, own_broker) as case_settings:
+                    figures.append(await latency.end_to_end_case(case_settings, rate, seconds, keep_suspended, floor))
             except RuntimeError as error:  # the pipeline did not keep up: a result, not a crash of the suite
                 kind = "suspended" if keep_suspended else "admitted"
-                figures.append(cases.Figure(f"end to end at {rate}/s (signup to decision: {kind})", 0,
+                figures.append(Figure(f"end to end at {rate}/s (signup to decision: {kind})", 0,
                                             seconds=seconds, target="keeps up with the offered rate", met=False,
                                             notes=[str(error).splitlines()[0]]))
     return figures
 
 
-async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
-    size = {name: values[scale] for name, values in SIZES.items()}
+async def run_all(scale: int, only: set[str] | None) -> list[Figure]:
+    size: dict[str, Any] = {name: values[scale] for name, values in SIZES.items()}
     stack = LocalStack(base=Settings())
     settings = await stack.start()
     settings = settings.model_copy(update={"log_level": "WARNING"})
     # This process times requests and deliveries as well: the batch thresholds only for its baselines,
     # which run under the collector the workers run under.
     settle_collector(serves_requests=True)
-    figures: list[cases.Figure] = []
+    figures: list[Figure] = []
 
     def wanted(name: str) -> bool:
         return only is None or name in only
@@ -104,35 +105,35 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
         sample = [(f"k{i}".encode(), b'{"event_id":"e","occurred_at":"2026-11-25T10:00:00Z","space_id":"s",'
                    b'"customer_id":"c","email":"someone@example.com"}') for i in range(events)]
         with batch_collection():
-            passthrough, persistence = await cases.raw_baselines(settings, sample)
-        figures.append(cases.Figure("raw pass-through (baseline)", events, passthrough))
-        figures.append(cases.Figure("raw persistence (baseline)", events, persistence))
+            passthrough, persistence = await baselines.raw_baselines(settings, sample)
+        figures.append(Figure("raw pass-through (baseline)", events, passthrough))
+        figures.append(Figure("raw persistence (baseline)", events, persistence))
         faust_floor = 0.0
         if wanted("triggers"):
             console.print("[bold]faust floor[/bold]: a faust agent that only forwards the records")
             with batch_collection():
-                faust_floor = await cases.faust_floor(settings, sample)
-            figures.append(cases.Figure("faust pass-through (floor of the triggers' framework)", events,
+                faust_floor = await baselines.faust_floor(settings, sample)
+            figures.append(Figure("faust pass-through (floor of the triggers' framework)", events,
                                         faust_floor, "raw pass-through", passthrough,
                                         notes=["no decoding, no rules: what faust itself moves"]))
         own_broker = stack.broker is not None
-        steps: list[tuple[str, Callable[[Settings], Awaitable[cases.Figure | list[cases.Figure]]]]] = [
-            ("triggers", lambda s: cases.triggers_case(s, events, passthrough, faust_floor)),
-            ("state", lambda s: cases.state_case(s, events, size["state_customers"], persistence)),
-            ("billing", lambda s: cases.billing_case(s, events, size["billing_customers"], persistence)),
+        steps: list[tuple[str, Callable[[Settings], Awaitable[Figure | list[Figure]]]]] = [
+            ("triggers", lambda s: worker_cases.triggers_case(s, events, passthrough, faust_floor)),
+            ("state", lambda s: worker_cases.state_case(s, events, size["state_customers"], persistence)),
+            ("billing", lambda s: worker_cases.billing_case(s, events, size["billing_customers"], persistence)),
             ("e2e", lambda s: end_to_end(s, size, own_broker)),
-            ("bulk", lambda s: cases.bulk_case(s, size["bulk_lines"])),
-            ("memory", lambda s: cases.memory_case(s, size["known_customers"], size["memory_traffic"])),
-            ("schedules", lambda s: cases.schedules_case(s, size["schedules"], state_rate())),
-            ("api", lambda s: cases.api_case(s, size["api_rate"], size["api_seconds"], size["api_space"])),
-            ("backlog", lambda s: cases.backlog_case(s, size["backlog"], 200_000, persistence)),
-            ("scale", lambda s: cases.scale_out_cases(s, events, size["state_customers"], size["billing_customers"],
+            ("bulk", lambda s: operator_cases.bulk_case(s, size["bulk_lines"])),
+            ("memory", lambda s: worker_cases.memory_case(s, size["known_customers"], size["memory_traffic"])),
+            ("schedules", lambda s: operator_cases.schedules_case(s, size["schedules"], state_rate())),
+            ("api", lambda s: operator_cases.api_case(s, size["api_rate"], size["api_seconds"], size["api_space"])),
+            ("backlog", lambda s: worker_cases.backlog_case(s, size["backlog"], 200_000, persistence)),
+            ("scale", lambda s: worker_cases.scale_out_cases(s, events, size["state_customers"], size["billing_customers"],
                                                       figures)),
         ]
 
         def state_rate() -> float | None:
             """The state worker's throughput measured earlier in this run (events on)."""
-            state = cases.figure_named(figures, "state worker")
+            state = figure_named(figures, "state worker")
             return state.records_per_s if state else None
 
         for name, step in steps:
@@ -142,7 +143,7 @@ async def run_all(scale: int, only: set[str] | None) -> list[cases.Figure]:
             started = time.perf_counter()
             # On empty topics, as the baselines' are: the local broker's fetch slows as a partition grows.
             # The end-to-end step starts a broker of its own for each of its cases.
-            async with cases.empty_broker(settings, own_broker and name != "e2e") as case_settings:
+            async with plumbing.empty_broker(settings, own_broker and name != "e2e") as case_settings:
                 result = await step(case_settings)
             figures.extend(result if isinstance(result, list) else [result])
             console.print(f"  done in {time.perf_counter() - started:.1f} s")
