@@ -1,6 +1,15 @@
 """Typed records of the wire contract (docs/contract.md) and their JSON codec: the lowest layer."""
 
-from models.base import ID_MAX_LENGTH, TEXT_MAX_LENGTH, ContractModel, DecodeError, decode, encode, utc_iso
+from models.base import (
+    ID_MAX_LENGTH,
+    TEXT_MAX_LENGTH,
+    ContractModel,
+    DecodeError,
+    decode,
+    describe_invalid,
+    encode,
+    utc_iso,
+)
 from models.commands import Action, Cause, MissedInvoices, Reason, Source, SuspensionCommand
 from models.deadletter import DeadLetter
 from models.events import CrmOpportunityEvent, CustomerSignup, PlanChange
@@ -39,6 +48,7 @@ __all__ = [
     "SuspensionCommand",
     "SuspensionState",
     "decode",
+    "describe_invalid",
     "encode",
     "encode_lifecycle_event",
     "encode_state",

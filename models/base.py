@@ -52,11 +52,12 @@ class DecodeError(ValueError):
     """A record that is not a valid instance of its contract model."""
 
 
-def _describe(error: ValidationError) -> str:
+def describe_invalid(error: ValidationError) -> str:
+    """Every problem of a validation error, field by field: ``field: message; field: message``."""
     parts = []
     for item in error.errors(include_url=False):
         location = ".".join(str(part) for part in item["loc"]) or "(record)"
-        parts.append(f"{location}: {item['msg']}")
+        parts.append(f"{location}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 
@@ -69,7 +70,7 @@ def decode(model: type[T], raw: bytes | None) -> T:
     try:
         return model.model_validate_json(raw)
     except ValidationError as error:
-        raise DecodeError(f"invalid {model.__name__}: {_describe(error)}") from None
+        raise DecodeError(f"invalid {model.__name__}: {describe_invalid(error)}") from None
 
 
 def encode(record: ContractModel) -> bytes:

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
-from models import Action, MissedInvoices, Source
+from models import Action, MissedInvoices, Source, describe_invalid
 from models.moments import MomentError, both_clocks
 from suspensions import access
 from suspensions.access import Principal, Role
@@ -142,7 +142,7 @@ def register_console(app: FastAPI) -> None:
             acted = await ops.act(signed.principal, space, customer, action, note=note.strip() or None,
                                   missed=missed, at=at.strip() or None, source=Source.OPERATOR_API, wait=True)
         except (MomentError, ValidationError) as error:
-            message = str(error) if isinstance(error, MomentError) else error.errors(include_url=False)[0]["msg"]
+            message = str(error) if isinstance(error, MomentError) else describe_invalid(error)
             return RedirectResponse(f"{target}?error={quote(message)}", status_code=303)
         done = f"{action.value}:{acted.outcome or 'pending'}"
         return RedirectResponse(f"{target}?done={quote(done)}", status_code=303)

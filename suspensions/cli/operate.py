@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from models import Action, MissedInvoices, SuspensionCommand
+from models import Action, MissedInvoices, SuspensionCommand, describe_invalid
 from models.moments import MomentError
 from suspensions import operators, queries
 from suspensions.cli.common import (
@@ -60,8 +60,7 @@ def _send_one(action: Action, customer: str, space: str, actor: str, note: str |
         except MomentError as error:
             fail(str(error), 2)
         except ValidationError as error:
-            first = error.errors(include_url=False)[0]
-            fail(f"invalid command: {first['msg'].removeprefix('Value error, ')} ({first['loc']})", 2)
+            fail(f"invalid command: {describe_invalid(error)}", 2)
         async with producer(config) as kafka:
             await operators.publish(kafka, [command])
         if not wait:

@@ -65,9 +65,10 @@ async def test_suspend_and_lift_with_wait(settings: Settings, workers: WorkerPro
 
 
 async def test_invalid_actor_is_refused_before_sending(settings: Settings) -> None:
-    result = run_cli(settings, "suspend", uid("cust"), "--space", "s", "--actor", "bob")
+    result = run_cli(settings, "suspend", uid("cust"), "--space", "s", "--actor", "bob", "--note", "x" * 2001)
     assert result.returncode == 2
-    assert "invalid command" in result.stderr
+    # Field by field: every problem, each under the field it is about.
+    assert "invalid command: actor: " in result.stderr and "; note: " in result.stderr
 
 
 async def test_wait_times_out_clearly_without_a_state_worker(settings: Settings) -> None:
