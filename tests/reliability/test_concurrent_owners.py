@@ -67,3 +67,42 @@ async def test_a_second_owner_waiting_on_the_lock_applies_nothing_again(settings
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_second_owner_of_a_customer_with_no_row_yet_waits_and_applies_only_the_rest(
+        settings: Settings) -> None:
+    """No row to lock: the second owner waits on the partition instead, then applies only what is new."""
+    space, customer = uid("space"), uid("owners")
+    signup = builders.command(customer, space, reason="signup")
+    lift = builders.command(customer, space, action="lift")
+    first = await asyncpg.connect(settings.database_url)
+    second = await asyncpg.connect(settings.database_url)
+    try:
+        handler = StateHandler("state", Metrics())
+        first_tx = first.transaction()
+        await first_tx.start()
+        await handler.handle(first, as_records([signup]))  # the customer's first row, not committed yet
+
+        async def second_owner() -> None:  # the same record, and the next one of the partition
+            async with second.transaction():
+                await handler.handle(second, as_records([signup, lift]))
+
+        racing = asyncio.create_task(second_owner())
+
+        async def second_waits() -> bool:
+            return await first.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                second.get_server_pid())
+
+        await wait_until(second_waits, 10, "the second owner to wait for the first")
+        await first_tx.commit()
+        await asyncio.wait_for(racing, 10)
+
+        state = await queries.customer_state(first, customer)
+        assert state is not None and not state.suspended and state.version == 2  # suspended, then lifted
+        history = await first.fetch("SELECT command_id FROM command_history WHERE customer_id = $1 ORDER BY id",
+                                    customer)
+        assert [row["command_id"] for row in history] == [signup["command_id"], lift["command_id"]]
+    finally:
+        await first.close()
+        await second.close()
