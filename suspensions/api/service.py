@@ -8,11 +8,12 @@ principal's, never the request's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,9 +28,13 @@ from suspensions.lag import measure
 from suspensions.zones import UTC_ZONE, space_zones
 from workers.registry import consumer_groups
 from workers.runtime.config import Settings
+from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
 
 ZONES_TTL_S = 10.0
 BULK_BATCH = 1_000
+BULK_INTERRUPTED = ("interrupted: the API process running this job stopped. The commands it published "
+                    "(see 'published') are applied; upload the file again for the rest: a customer "
+                    "already in the asked state is a no-op.")
 
 
 class NotFound(Exception):
@@ -164,6 +169,23 @@ class Operations:
 
     async def _run_bulk(self, bulk_id: str, principal: Principal, space: str, action: Action, text: str,
                         missed: MissedInvoices | None) -> None:
+        alive = asyncio.create_task(self._keep_alive(bulk_id))
+        try:
+            await self._apply_bulk(bulk_id, principal, space, action, text, missed)
+        finally:
+            alive.cancel()
+
+    async def _keep_alive(self, bulk_id: str) -> None:
+        """Mark the job alive while this process runs it (a lost mark is only a late one)."""
+        while True:
+            await asyncio.sleep(self.settings.api_bulk_heartbeat_s)
+            with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                async with self.pool.acquire() as conn:
+                    await conn.execute("UPDATE bulk_jobs SET updated_at = $2 WHERE bulk_id = $1 AND status = 'running'",
+                                       bulk_id, datetime.now(UTC))
+
+    async def _apply_bulk(self, bulk_id: str, principal: Principal, space: str, action: Action, text: str,
+                          missed: MissedInvoices | None) -> None:
         report: list[dict[str, object]] = []
         commands: list[tuple[int, SuspensionCommand]] = []
         try:
@@ -206,7 +228,13 @@ class Operations:
 
     async def bulk(self, principal: Principal, space: str, bulk_id: str) -> dict[str, Any]:
         self.visible(principal, space)
+        now = datetime.now(UTC)
         async with self.pool.acquire() as conn:
+            # A job whose process stopped marking it alive (it died, or was stopped) is over.
+            await conn.execute(
+                "UPDATE bulk_jobs SET status = 'failed', error = $3, updated_at = $4 "
+                "WHERE bulk_id = $1 AND space_id = $2 AND status = 'running' AND updated_at < $5",
+                bulk_id, space, BULK_INTERRUPTED, now, now - timedelta(seconds=3 * self.settings.api_bulk_heartbeat_s))
             row = await conn.fetchrow("SELECT * FROM bulk_jobs WHERE bulk_id = $1 AND space_id = $2", bulk_id, space)
         if row is None:
             raise NotFound()

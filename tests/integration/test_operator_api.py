@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,62 @@ async def test_wait_answers_504_when_nothing_applies(isolated: Settings, tmp_pat
         assert count == 1
     finally:
         process.stop()
+
+
+async def test_a_bulk_job_whose_api_process_died_reads_as_interrupted(isolated: Settings, tmp_path: Path) -> None:
+    """No state worker here: the job waits for its outcomes, marked alive by its process; once that
+    process is killed, the job reads as failed (interrupted), never as running forever."""
+    space = uid("space")
+    conn = await asyncpg.connect(isolated.database_url)
+    try:
+        token = await access.create_token(conn, uid("op"), Role.OPERATOR, [space])
+    finally:
+        await conn.close()
+    fast = {"SUSPENSIONS_API_BULK_HEARTBEAT_S": "0.2"}
+    body = "customer_id,space_id\n" + "".join(f"{uid('cust')},{space}\n" for _ in range(5))
+
+    def marked_at(seen: dict[str, Any]) -> datetime:
+        return datetime.fromisoformat(seen["updated_at"])
+
+    async def job(process: WorkerProcess, bulk_id: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{process.api_port}", timeout=30) as client:
+            response = await client.get(f"/api/v1/spaces/{space}/bulk/{bulk_id}", headers=auth(token))
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+    first = WorkerProcess(isolated, ("api",), fast, log_path=tmp_path / "api-1.log").start()
+    try:
+        await wait_for_http(f"http://127.0.0.1:{first.api_port}/healthz")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{first.api_port}", timeout=30) as client:
+            started = await client.post(f"/api/v1/spaces/{space}/bulk", content=body.encode(),
+                                        headers=auth(token) | {"Content-Type": "text/csv"})
+        assert started.status_code == 202, started.text
+        bulk_id = started.json()["bulk_id"]
+
+        async def published() -> datetime | None:
+            seen = await job(first, bulk_id)
+            return marked_at(seen) if seen["status"] == "running" and seen["published"] == 5 else None
+
+        marked = await wait_until(published, 30, "every command published, the job running")
+
+        async def marked_again() -> bool:  # read through the staleness check every 50 ms, and still running
+            seen = await job(first, bulk_id)
+            assert seen["status"] == "running", seen
+            return marked_at(seen) > marked
+
+        await wait_until(marked_again, 10, "the job marked alive again by its process")
+        first.kill()
+    finally:
+        first.stop()
+    second = WorkerProcess(isolated, ("api",), fast, log_path=tmp_path / "api-2.log").start()
+    try:
+        await wait_for_http(f"http://127.0.0.1:{second.api_port}/healthz")
+
+        async def interrupted() -> dict[str, Any] | None:
+            seen = await job(second, bulk_id)
+            return seen if seen["status"] != "running" else None
+
+        ended = await wait_until(interrupted, 10, "the dead process's job to read as interrupted")
+        assert ended["status"] == "failed" and ended["error"].startswith("interrupted") and ended["published"] == 5
+    finally:
+        second.stop()

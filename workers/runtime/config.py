@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     # The operator API and console (`suspensions run api`).
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    # A running bulk job's process marks it alive this often; a job unmarked for three intervals
+    # (its process died) reads as failed, interrupted.
+    api_bulk_heartbeat_s: float = Field(default=5.0, gt=0)
 
     # HTTP endpoint of /metrics, /healthz and /readyz; 0 disables it.
     http_port: int = Field(default=0, ge=0, le=65535)
