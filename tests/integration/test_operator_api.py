@@ -216,7 +216,7 @@ async def test_a_bulk_job_whose_api_process_died_reads_as_interrupted(isolated: 
         token = await access.create_token(conn, uid("op"), Role.OPERATOR, [space])
     finally:
         await conn.close()
-    fast = {"SUSPENSIONS_API_BULK_HEARTBEAT_S": "0.2"}
+    fast = {"SUSPENSIONS_API_BULK_HEARTBEAT_S": "0.5"}  # stale after 1.5 s
     body = "customer_id,space_id\n" + "".join(f"{uid('cust')},{space}\n" for _ in range(5))
 
     def marked_at(seen: dict[str, Any]) -> datetime:
