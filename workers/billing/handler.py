@@ -2,8 +2,8 @@
 
 The state rows are read ``FOR SHARE``: a lift (which locks them ``FOR UPDATE``
 and settles the dropped jobs) either sees this batch's drops or runs before it. Two owners of a
-source partition at once take turns (``lock_source_partitions``), so the second finds the first's
-decisions and publishes none of them again.
+source partition at once take turns (``Outbox.commit``), so the second finds the first's decisions
+and publishes none of them again.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ class BillingHandler:
         if not jobs:
             return out
 
-        await repository.lock_source_partitions(conn, {(record.topic, record.partition) for record, _ in jobs})
         states = await repository.lock_states(conn, (job.customer_id for _, job in jobs), share=True)
         decided = await repository.decided_jobs(conn, (job.job_id for _, job in jobs))
         rows: list[DecisionRow] = []

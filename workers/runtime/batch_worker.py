@@ -190,7 +190,8 @@ class BatchWorker:
         self.metrics.batch_seconds.labels(worker=self.name).observe(time.perf_counter() - started)
 
     async def _apply(self, records: list[ConsumerRecord]) -> None:
-        ids, outgoing = await self.outbox.commit(functools.partial(self.handler.handle, records=records))
+        ids, outgoing = await self.outbox.commit(functools.partial(self.handler.handle, records=records),
+                                                 {record.partition for record in records})
         self.health.database_ok = True
         await self._retry(functools.partial(self._publish, outgoing), "kafka")
         self.outbox.mark_published(ids)

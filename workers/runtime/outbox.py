@@ -90,6 +90,21 @@ def _unpack_hand_packed(packed: bytes, source_partition: int, packing: int) -> l
 # --- SQL --------------------------------------------------------------------------------------
 
 
+async def lock_source_partitions(conn: asyncpg.Connection, source_topic: str, partitions: Iterable[int]) -> None:
+    """Wait until no other transaction applies a batch of these source partitions.
+
+    Two owners of a partition at once (one lost it but does not know yet) would otherwise both apply
+    a batch: a customer with no row yet has nothing to lock, and neither sees the other's uncommitted
+    work. Its own statement, first in the transaction, so the next ones see what the other committed.
+    A transaction-level advisory lock per partition: a handful per batch, whatever its size.
+    """
+    keys = sorted({f"{source_topic}:{partition}" for partition in partitions})
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) FROM (SELECT unnest($1::text[]) AS key ORDER BY 1) AS k",
+        keys,
+    )
+
+
 async def replace_rows(conn: asyncpg.Connection, source_topic: str, records: Sequence[OutgoingRecord],
                        published_ids: Sequence[int]) -> list[int]:
     """Delete the rows already published and insert this batch's records, one row per source partition
@@ -149,11 +164,13 @@ class Outbox:
     def has_published_rows(self) -> bool:
         return bool(self._published_ids)
 
-    async def commit(self, apply: ApplyBatch) -> tuple[list[int], list[OutgoingRecord]]:
-        """Run ``apply`` in a transaction that also writes its records to the outbox (and deletes the
-        rows published since the last one); returns the new row ids and the records to publish."""
+    async def commit(self, apply: ApplyBatch, source_partitions: Iterable[int]) -> tuple[list[int], list[OutgoingRecord]]:
+        """Run ``apply`` on a batch of these source partitions, once no other owner of them is applying
+        one, in a transaction that also writes its records to the outbox (and deletes the rows published
+        since the last one); returns the new row ids and the records to publish."""
         with self._published_to_delete() as to_delete:
             async with self._pool.acquire() as conn, conn.transaction():
+                await lock_source_partitions(conn, self.source_topic, source_partitions)
                 records = await apply(conn)
                 ids = await replace_rows(conn, self.source_topic, records, to_delete)
         return ids, records

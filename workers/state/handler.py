@@ -46,7 +46,6 @@ class StateHandler:
         occurred_at = utc_iso(now)
         commands, outputs = decode_customer_records(records, SuspensionCommand, self.worker, self.metrics)
 
-        await repository.lock_source_partitions(conn, {(record.topic, record.partition) for record in records})
         stored = await repository.lock_states(conn, (c.customer_id for _, c in commands))
         processed = await repository.processed_among(conn, (c.command_id for _, c in commands))
         plan = plan_batch(stored, processed, commands, now)

@@ -112,21 +112,6 @@ def scheduled_from_json(text: str) -> tuple[ScheduledEntry, ...]:
 # --- state worker ---------------------------------------------------------------------------
 
 
-async def lock_source_partitions(conn: asyncpg.Connection, partitions: Iterable[tuple[str, int]]) -> None:
-    """Wait until no other transaction applies a batch of these source partitions (topic, partition).
-
-    Two owners of a partition at once (one lost it but does not know yet) would otherwise both plan a
-    customer that has no row yet: nothing to lock, and neither sees the other's uncommitted commands.
-    Its own statement before ``lock_states``, whose snapshot then includes what the other committed.
-    A transaction-level advisory lock per partition: a handful per batch, whatever its size.
-    """
-    keys = sorted({f"{topic}:{partition}" for topic, partition in partitions})
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) FROM (SELECT unnest($1::text[]) AS key ORDER BY 1) AS k",
-        keys,
-    )
-
-
 async def lock_states(conn: asyncpg.Connection, customer_ids: Iterable[str], *, share: bool = False) -> dict[str, CustomerState]:
     """Read and lock the stored states; always in customer id order, so two batches never deadlock."""
     mode = "FOR SHARE" if share else "FOR UPDATE"
