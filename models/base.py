@@ -13,16 +13,42 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, StringConstraints, ValidationError
 
 T = TypeVar("T", bound="ContractModel")
 
 # Ids are non-empty strings; a bound keeps a hostile record from filling the database.
 ID_MAX_LENGTH = 200
 TEXT_MAX_LENGTH = 2000
-Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH)]
-Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_LENGTH)]
-Timestamp = AwareDatetime
+# Text fields refuse the C0 control characters (U+0000, which PostgreSQL cannot store, among them);
+# free text (notes) keeps tab, line feed and carriage return. Lone surrogates never get this far: the
+# JSON parser refuses them, and so does the validation of a Python string. The patterns are checked
+# by pydantic's core (no Python call per field); ``describe_invalid`` words their failures.
+SINGLE_LINE_PATTERN = r"^[^\x00-\x1f]*$"
+MULTI_LINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
+ACTOR_PATTERN = r"^(system|admin:[^\s\x00-\x1f]{1,100})$"
+_PATTERN_REASONS = {
+    ACTOR_PATTERN: "must be system or admin:<id>, the id 1 to 100 characters without white space or control "
+                   "characters",
+    SINGLE_LINE_PATTERN: "must not contain control characters (U+0000 to U+001F)",
+    MULTI_LINE_PATTERN: "must not contain control characters other than tab, line feed and carriage return",
+}
+
+
+def _representable_in_utc(moment: datetime) -> datetime:
+    """A moment whose UTC falls outside years 1-9999 (``9999-12-31T23:00:00-05:00``) cannot be compared
+    or written as UTC: refused here rather than failing deep in a worker."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must fall within the years 1 to 9999 in UTC") from None
+    return moment
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=SINGLE_LINE_PATTERN)]
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_LENGTH, pattern=MULTI_LINE_PATTERN)]
+Line = Annotated[str, StringConstraints(max_length=TEXT_MAX_LENGTH, pattern=SINGLE_LINE_PATTERN)]
+Timestamp = Annotated[AwareDatetime, AfterValidator(_representable_in_utc)]
 
 
 def utc_iso(moment: datetime | None = None) -> str:
@@ -57,7 +83,8 @@ def describe_invalid(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False):
         location = ".".join(str(part) for part in item["loc"]) or "(record)"
-        parts.append(f"{location}: {item['msg'].removeprefix('Value error, ')}")
+        reason = _PATTERN_REASONS.get(str(item.get("ctx", {}).get("pattern")), item["msg"])
+        parts.append(f"{location}: {reason.removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import StringConstraints, model_validator
 
-from models.base import ContractModel, Id, Text, Timestamp
+from models.base import ACTOR_PATTERN, ContractModel, Id, Text, Timestamp
 
 
 class Action(StrEnum):
@@ -50,7 +50,7 @@ SOURCE_OF_REASON = {
     "manual": Source.OPERATOR_CLI,
 }
 
-Actor = Annotated[str, StringConstraints(pattern=r"^(system|admin:[^\s]{1,100})$")]
+Actor = Annotated[str, StringConstraints(pattern=ACTOR_PATTERN)]
 
 
 class Cause(ContractModel):

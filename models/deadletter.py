@@ -10,6 +10,13 @@ from models.base import ContractModel
 # A dead letter must stay publishable: a larger original value is cut, and the dead letter says so.
 # The full record stays on its source topic at the partition and offset named.
 MAX_DEAD_LETTER_VALUE_BYTES = 256 * 1024
+# A key is cut too (in the letter and as the letter's own key): a hostile key can be as large as a value.
+MAX_DEAD_LETTER_KEY_BYTES = 1024
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The key a dead letter is published with: the original key, or its first 1 KiB."""
+    return key if key is None or len(key) <= MAX_DEAD_LETTER_KEY_BYTES else key[:MAX_DEAD_LETTER_KEY_BYTES]
 
 
 class DeadLetter(ContractModel):
@@ -43,6 +50,9 @@ class DeadLetter(ContractModel):
             value = value[:MAX_DEAD_LETTER_VALUE_BYTES]
             error = (f"{error} (value cut to its first {MAX_DEAD_LETTER_VALUE_BYTES} of {original_size} bytes; "
                      f"the record stays at {topic}[{partition}]@{offset})")
+        if key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES:
+            error = f"{error} (key cut to its first {MAX_DEAD_LETTER_KEY_BYTES} of {len(key)} bytes)"
+            key = dead_letter_key(key)
         text, b64 = _as_text_or_base64(value, cut=original_size is not None)
         return cls(
             source_topic=topic,

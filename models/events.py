@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.base import ContractModel, Id, Text, Timestamp
+from models.base import ContractModel, Id, Line, Timestamp
 
 
 class CustomerEvent(ContractModel):
@@ -13,7 +13,7 @@ class CustomerEvent(ContractModel):
 
 
 class CustomerSignup(CustomerEvent):
-    email: Text | None = None
+    email: Line | None = None
     plan_id: Id | None = None
 
 

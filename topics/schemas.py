@@ -10,7 +10,10 @@ every change that breaks a reader or a writer, unless the topic's version was ra
 - an enum narrowed (a value removed);
 - the key changed.
 
-Adding an optional field, a new topic, an enum value or a header is additive.
+Adding an optional field, a new topic, an enum value or a header is additive. One narrowing is not a
+break: refusing the control characters that PostgreSQL cannot store (``STORABLE_TEXT``). A record
+holding one was never applied (it stopped the service), so no writer that worked is refused, and
+readers only ever see less.
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from models.base import ACTOR_PATTERN, MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN
 from topics.catalogue import ALL_TOPICS, TopicSpec
 
 Schema = dict[str, Any]
 
 # The JSON Schema keywords that bound a value: a change to any of them narrows (or widens) it.
 _BOUNDS = ("format", "pattern", "minLength", "maxLength", "minimum", "maximum", "const")
+# Pattern changes that refuse only what could never be stored: (released pattern, current pattern).
+STORABLE_TEXT = {
+    (None, SINGLE_LINE_PATTERN),
+    (None, MULTI_LINE_PATTERN),
+    (r"^(system|admin:[^\s]{1,100})$", ACTOR_PATTERN),
+}
 
 
 def topic_document(spec: TopicSpec) -> dict[str, Any]:
@@ -83,7 +93,8 @@ def _accepts(old: Schema, new: Schema, old_root: Schema, new_root: Schema, where
 
 def _narrowing(old: Schema, new: Schema, old_root: Schema, new_root: Schema, where: str) -> list[str]:
     problems = [f"{where}: {keyword} changed from {old.get(keyword)!r} to {new.get(keyword)!r}"
-                for keyword in _BOUNDS if new.get(keyword) is not None and old.get(keyword) != new.get(keyword)]
+                for keyword in _BOUNDS if new.get(keyword) is not None and old.get(keyword) != new.get(keyword)
+                and not (keyword == "pattern" and (old.get(keyword), new.get(keyword)) in STORABLE_TEXT)]
     if "enum" in old or "enum" in new:
         removed = set(old.get("enum", ())) - set(new.get("enum", ())) if "enum" in new else set()
         if "enum" in new and "enum" not in old:

@@ -59,9 +59,9 @@ async def two_owners(db_url: str, handler: StateHandler | BillingHandler, first_
             await release.wait()
             return records
 
-        first = asyncio.create_task(Outbox(topic, pools[0], None).commit(first_apply, [0]))
+        first = asyncio.create_task(Outbox(topic, pools[0], None, 1_000_000).commit(first_apply, [0]))
         await asyncio.wait_for(applied.wait(), 10)
-        second = asyncio.create_task(Outbox(topic, pools[1], None).commit(
+        second = asyncio.create_task(Outbox(topic, pools[1], None, 1_000_000).commit(
             functools.partial(handler.handle, records=second_batch), [0]))
 
         async def second_waits() -> bool:

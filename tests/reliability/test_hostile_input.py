@@ -1,4 +1,5 @@
-"""Issue 7: hostile input goes to deadletter with a clear error, changes nothing, and the workers stay up."""
+"""Issues 7 and 21: hostile input goes to deadletter with a clear error, changes nothing, and the workers stay
+up; the ordinary record after it on the same partition is applied, once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from aiokafka import AIOKafkaProducer
 
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, send, uid
-from topics import CUSTOMER_SIGNUPS, DEADLETTER, INVOICE_JOBS, SUSPENSION_COMMANDS, SUSPENSION_STATE
+from topics import (
+    CRM_OPPORTUNITIES,
+    CUSTOMER_PLAN_CHANGES,
+    CUSTOMER_SIGNUPS,
+    DEADLETTER,
+    INVOICE_JOBS,
+    INVOICE_JOBS_ACCEPTED,
+    SUSPENSION_COMMANDS,
+    SUSPENSION_STATE,
+)
 from workers.runtime.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -105,3 +115,130 @@ async def _workers_still_apply(producer: AIOKafkaProducer, tail: TopicTail) -> N
     customer = uid("cust")
     await send(producer, SUSPENSION_COMMANDS.name, customer, builders.command(customer, uid("space")))
     await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
+
+
+# --- issue 21: the contract refuses what PostgreSQL cannot store, and whatever gets through is isolated ------
+
+ESC = "\\u001b"  # as JSON text: the escape that decodes to U+001B
+CONTROL = "must not contain control characters"
+
+
+def _raw(record: dict[str, object], **raw_fields: str) -> bytes:
+    """The record as JSON, with some fields replaced by raw JSON text (numbers, escapes orjson would not write)."""
+    text = orjson.dumps({k: v for k, v in record.items() if k not in raw_fields}).decode()
+    extra = "".join(f', "{name}": {value}' for name, value in raw_fields.items())
+    return (text[:-1] + extra + "}").encode()
+
+
+def _command(key: str, **fields: object) -> bytes:
+    return orjson.dumps(builders.command(key, "space-h") | fields)
+
+
+def _job(key: str, **fields: object) -> bytes:
+    return orjson.dumps(builders.invoice_job(key, "space-h") | fields)
+
+
+# (case, topic, value for a customer key, the part of the dead letter's error that names the cause)
+CORPUS: list[tuple[str, str, object, str]] = [
+    *[(f"NUL in the command's {name}", SUSPENSION_COMMANDS.name,
+       lambda key, name=name: _command(key, **{name: f"a{chr(0)}b"}), f"{name}: {CONTROL}")
+      for name in ("command_id", "space_id", "note", "schedule_id")],
+    ("NUL in the command's actor", SUSPENSION_COMMANDS.name, lambda key: _command(key, actor=f"admin:a{chr(0)}"),
+     "actor: must be system or admin:<id>"),
+    ("NUL in the command's cause", SUSPENSION_COMMANDS.name,
+     lambda key: _command(key, cause={"topic": "t", "event_id": f"e{chr(0)}"}), f"cause.event_id: {CONTROL}"),
+    ("NUL in the command's customer_id", SUSPENSION_COMMANDS.name,
+     lambda key: _command(key, customer_id=f"{key}{chr(0)}"), f"customer_id: {CONTROL}"),
+    ("escape character in a note", SUSPENSION_COMMANDS.name,
+     lambda key: _raw(builders.command(key, "space-h"), note=f'"red {ESC}[31m"'), f"note: {CONTROL}"),
+    ("a control character in the space", SUSPENSION_COMMANDS.name,
+     lambda key: _command(key, space_id=f"space{chr(1)}"), f"space_id: {CONTROL}"),
+    ("a lone surrogate in a note", SUSPENSION_COMMANDS.name,
+     lambda key: _raw(builders.command(key, "space-h"), note='"a\\ud800b"'),
+     "Invalid JSON"),
+    ("a 1 MiB note", SUSPENSION_COMMANDS.name, lambda key: _command(key, note="n" * (1024 * 1024)),
+     "exceeds the limit"),
+    ("a note just over its bound", SUSPENSION_COMMANDS.name, lambda key: _command(key, note="n" * 2001),
+     "note: String should have at most 2000 characters"),
+    ("year 0", SUSPENSION_COMMANDS.name, lambda key: _command(key, issued_at="0000-01-01T00:00:00Z"), "issued_at"),
+    ("year 10000", SUSPENSION_COMMANDS.name, lambda key: _command(key, issued_at="10000-01-01T00:00:00Z"),
+     "issued_at"),
+    ("year 10000 once in UTC", SUSPENSION_COMMANDS.name,
+     lambda key: _command(key, at="9999-12-31T23:00:00-05:00"), "at: must fall within the years 1 to 9999"),
+    ("NUL in a signup's email", CUSTOMER_SIGNUPS.name,
+     lambda key: orjson.dumps(builders.signup(key, "space-h") | {"email": f"a{chr(0)}@example.com"}),
+     f"email: {CONTROL}"),
+    ("a newline in a signup's email", CUSTOMER_SIGNUPS.name,
+     lambda key: orjson.dumps(builders.signup(key, "space-h") | {"email": "a@example.com\nBcc: x"}),
+     f"email: {CONTROL}"),
+    ("NUL in a plan id", CUSTOMER_PLAN_CHANGES.name,
+     lambda key: orjson.dumps(builders.plan_change(key, "space-h", f"gold{chr(0)}")), f"plan_id: {CONTROL}"),
+    ("NUL in a CRM stage", CRM_OPPORTUNITIES.name,
+     lambda key: orjson.dumps(builders.opportunity(key, "space-h", "board", f"won{chr(0)}")),
+     f"stage_id: {CONTROL}"),
+    ("NUL in an invoice's contract", INVOICE_JOBS.name, lambda key: _job(key, contract_id=f"c{chr(0)}"),
+     f"contract_id: {CONTROL}"),
+    ("NUL in a currency", INVOICE_JOBS.name, lambda key: _job(key, currency=f"EU{chr(0)}"), "currency"),
+    ("amount 1e400", INVOICE_JOBS.name,
+     lambda key: _raw({k: v for k, v in builders.invoice_job(key, "space-h").items() if k != "amount"},
+                      amount="1e400"), "amount"),
+    ("amount of 30 digits", INVOICE_JOBS.name, lambda key: _job(key, amount="1" * 30), "amount"),
+    ("a period in year 10000", INVOICE_JOBS.name, lambda key: _job(key, period_end="10000-01-01"), "period_end"),
+]
+
+
+def _follow_up(topic: str, key: str) -> tuple[str, dict[str, object], str, dict[str, object]]:
+    """An ordinary record for the same key (so the same partition), and what its effect looks like."""
+    if topic == INVOICE_JOBS.name:
+        job = builders.invoice_job(key, uid("space"))
+        return topic, job, INVOICE_JOBS_ACCEPTED.name, {"job_id": job["job_id"]}
+    if topic == SUSPENSION_COMMANDS.name:
+        return topic, builders.command(key, uid("space")), SUSPENSION_STATE.name, {"customer_id": key}
+    # Any customer event: the signup of a space without settings admits its customer.
+    return CUSTOMER_SIGNUPS.name, builders.signup(key, uid("space")), SUSPENSION_STATE.name, {"customer_id": key}
+
+
+@pytest.mark.parametrize(("case", "topic", "build", "error_part"), CORPUS, ids=[c[0] for c in CORPUS])
+async def test_poison_record_then_the_next_record_of_its_partition(
+    workers: WorkerProcess, big_producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool,
+    case: str, topic: str, build: object, error_part: str,
+) -> None:
+    key = uid("poison")
+    assert callable(build)
+    await send(big_producer, topic, key, build(key))
+    follow_topic, follow_record, effect_topic, effect = _follow_up(topic, key)
+    await send(big_producer, follow_topic, key, follow_record)
+
+    [applied] = await tail.wait_for(effect_topic, timeout_s=60, **effect)
+    # The poison record was read before its follow-up on the same partition: its dead letter is there.
+    letters = [letter for letter in tail.matching(DEADLETTER.name, key=key) if letter["source_topic"] == topic]
+    assert len(letters) == 1, letters
+    assert error_part in letters[0]["error"], letters[0]["error"]
+    if effect_topic == SUSPENSION_STATE.name:
+        assert applied["version"] == 1  # applied once, and nothing of the poison record before it
+        assert await db.fetchval("SELECT count(*) FROM command_history WHERE customer_id = $1", key) == 1
+    else:
+        assert await db.fetchval("SELECT count(*) FROM invoice_decisions WHERE customer_id = $1", key) == 1
+    assert workers.running.poll() is None, "the worker process stopped"
+
+
+async def test_tab_and_newlines_in_a_note_are_kept(workers: WorkerProcess, producer: AIOKafkaProducer,
+                                                   tail: TopicTail, db: asyncpg.Pool) -> None:
+    customer = uid("cust")
+    note = "first line\r\nsecond\tcolumn"
+    await send(producer, SUSPENSION_COMMANDS.name, customer, builders.command(customer, uid("space"), note=note))
+    await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
+    assert await db.fetchval("SELECT note FROM command_history WHERE customer_id = $1", customer) == note
+
+
+async def test_a_key_that_differs_only_by_a_nul(workers: WorkerProcess, producer: AIOKafkaProducer,
+                                                tail: TopicTail, db: asyncpg.Pool) -> None:
+    customer = uid("cust")
+    command = builders.command(customer, uid("space"))
+    await send(producer, SUSPENSION_COMMANDS.name, f"{customer}\x00".encode(), command)
+    await send(producer, SUSPENSION_COMMANDS.name, customer, builders.command(customer, command["space_id"]))
+    [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
+    [letter] = await tail.wait_for(DEADLETTER.name, value=orjson.dumps(command).decode())
+    assert "does not match customer_id" in letter["error"] and letter["key"] == f"{customer}\x00"
+    assert state["version"] == 1 and state["last_command_id"] != command["command_id"]
+    assert await db.fetchval("SELECT count(*) FROM command_history WHERE customer_id = $1", customer) == 1

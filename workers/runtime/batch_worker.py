@@ -8,7 +8,9 @@ partitions are in flight at the same time (``batch_max_in_flight``), never two
 of the same partition. A crash anywhere leaves either an uncommitted transaction
 (the batch is redelivered and re-applied) or committed outbox rows (published by
 whoever owns the partition next, before it consumes). Handlers deduplicate by
-ids, so a redelivered batch has no second effect.
+ids, so a redelivered batch has no second effect. A batch that fails for a reason no retry cures
+(poison: ``workers/runtime/poison.py``) is split until the refused record is found; that record is
+dead-lettered and the rest applied, each part in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from aiokafka.structs import ConsumerRecord
 
 from workers.runtime.context import WorkerContext
 from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
+from workers.runtime.deadletters import dead_letter
 from workers.runtime.kafka import make_consumer
 from workers.runtime.outbox import Outbox
+from workers.runtime.poison import cause, describe, isolate
 from workers.runtime.publishing import OutgoingRecord
 from workers.runtime.retry import retry
 
@@ -70,7 +74,7 @@ class BatchWorker:
         self.pool = context.database
         self.source_topic = source_topic
         self.handler = handler
-        self.outbox = Outbox(source_topic, self.pool, context.producer)
+        self.outbox = Outbox(source_topic, self.pool, context.producer, self.settings.kafka_max_record_bytes)
         self.assigned: set[int] = set()
         self.outbox_to_flush: set[int] = set()
         # Batches being applied, published and committed, by partition. A partition has at most one
@@ -190,13 +194,30 @@ class BatchWorker:
         self.metrics.batch_seconds.labels(worker=self.name).observe(time.perf_counter() - started)
 
     async def _apply(self, records: list[ConsumerRecord]) -> None:
-        ids, outgoing = await self.outbox.commit(functools.partial(self.handler.handle, records=records),
-                                                 {record.partition for record in records})
+        committed = await isolate(records, self._commit, self._reject)
         self.health.database_ok = True
+        outgoing = [record for _, part in committed for record in part]
         await self._retry(functools.partial(self._publish, outgoing), "kafka")
-        self.outbox.mark_published(ids)
+        self.outbox.mark_published([row_id for ids, _ in committed for row_id in ids])
         # Counted once applied and published, so a retried batch is not counted twice.
         self.metrics.records_consumed.labels(worker=self.name, topic=self.source_topic).inc(len(records))
+
+    async def _commit(self, records: Sequence[ConsumerRecord]) -> list[tuple[list[int], list[OutgoingRecord]]]:
+        """Apply records in one transaction with their outbox rows: all of them, or none."""
+        return [await self.outbox.commit(functools.partial(self.handler.handle, records=records),
+                                         {record.partition for record in records})]
+
+    async def _reject(self, record: ConsumerRecord, error: BaseException) -> list[tuple[list[int], list[OutgoingRecord]]]:
+        """Dead-letter the one record that a batch could not be applied with, and commit the letter."""
+        label = cause(error)
+        self.metrics.poison_records.labels(worker=self.name, cause=label).inc()
+        letter = dead_letter(record, f"refused while being applied: {describe(error)}", self.name, self.metrics,
+                             log_reason=label)
+
+        async def letter_only(_: asyncpg.Connection) -> list[OutgoingRecord]:
+            return [letter]
+
+        return [await self.outbox.commit(letter_only, {record.partition})]
 
     async def _flush_outbox(self) -> None:
         partitions = sorted(self.outbox_to_flush)

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # Records go out in explicit batches (one per partition), so waiting to fill one only adds latency.
     kafka_linger_ms: int = 0
     kafka_request_timeout_ms: int = 30_000
+    # The largest record (key, value and headers) a worker publishes; a batch that would publish a larger
+    # one dead-letters its source record instead. Below the producer's and Apache Kafka's 1 MiB defaults.
+    kafka_max_record_bytes: int = Field(default=1_000_000, ge=1024)
     # Group membership: Tansu joins in about half the session timeout.
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 2_000

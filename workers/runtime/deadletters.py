@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
 from models import DeadLetter, DecodeError, InvoiceJob, SuspensionCommand, decode, encode
+from models.deadletter import dead_letter_key
 from topics import DEADLETTER
 from workers.runtime.metrics import Metrics
 from workers.runtime.publishing import OutgoingRecord
@@ -36,7 +37,10 @@ class SourceRecord(Protocol):
     def value(self) -> bytes | None: ...
 
 
-def dead_letter(record: SourceRecord, error: str, worker: str, metrics: Metrics) -> OutgoingRecord:
+def dead_letter(record: SourceRecord, error: str, worker: str, metrics: Metrics,
+                log_reason: str | None = None) -> OutgoingRecord:
+    """The dead letter of one record; logged once with where the record is and why (``log_reason`` when the
+    error text may quote the record's values, which the log must not hold: the letter does)."""
     letter = DeadLetter.for_record(
         topic=record.topic, partition=record.partition, offset=record.offset,
         key=record.key, value=record.value, error=error, worker=worker,
@@ -45,11 +49,11 @@ def dead_letter(record: SourceRecord, error: str, worker: str, metrics: Metrics)
     log.warning(
         "dead letter",
         extra={"worker": worker, "topic": record.topic, "partition": record.partition,
-               "offset": record.offset, "error": error},
+               "offset": record.offset, "error": error if log_reason is None else log_reason},
     )
     return OutgoingRecord(
         topic=DEADLETTER.name,
-        key=record.key,
+        key=dead_letter_key(record.key),
         value=encode(letter),
         record_id=f"{record.topic}:{record.partition}:{record.offset}",
         source_partition=record.partition,

@@ -33,6 +33,12 @@ class Metrics:
         self.dead_letters = Counter(
             "suspensions_dead_letters_total", "Records sent to the dead letter topic.", ["topic"], registry=r
         )
+        self.poison_records = Counter(
+            "suspensions_poison_records_total",
+            "Records the contract accepted but that could not be applied or published (refused by PostgreSQL, "
+            "too large to publish, ...): dead-lettered, the rest of their batch applied.",
+            ["worker", "cause"], registry=r,
+        )
         self.invoice_jobs = Counter(
             "suspensions_invoice_jobs_total", "Invoice job decisions.", ["decision"], registry=r
         )

@@ -18,6 +18,7 @@ import asyncpg
 import msgpack
 from aiokafka import AIOKafkaProducer
 
+from workers.runtime.poison import check_sizes
 from workers.runtime.publishing import OutgoingRecord, publish_all
 
 _U16 = struct.Struct(">H")
@@ -152,8 +153,10 @@ ApplyBatch = Callable[[asyncpg.Connection], Awaitable[list[OutgoingRecord]]]
 class Outbox:
     """The outbox rows of one worker's source topic, and the relay that publishes them."""
 
-    def __init__(self, source_topic: str, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+    def __init__(self, source_topic: str, pool: asyncpg.Pool, producer: AIOKafkaProducer,
+                 max_record_bytes: int) -> None:
         self.source_topic = source_topic
+        self.max_record_bytes = max_record_bytes
         self._pool = pool
         self._producer = producer
         # Rows already published, deleted in the next batch's transaction (or when idle): one round
@@ -167,11 +170,14 @@ class Outbox:
     async def commit(self, apply: ApplyBatch, source_partitions: Iterable[int]) -> tuple[list[int], list[OutgoingRecord]]:
         """Run ``apply`` on a batch of these source partitions, once no other owner of them is applying
         one, in a transaction that also writes its records to the outbox (and deletes the rows published
-        since the last one); returns the new row ids and the records to publish."""
+        since the last one); returns the new row ids and the records to publish. A record larger than
+        ``max_record_bytes`` raises ``RecordTooLarge`` and nothing commits."""
         with self._published_to_delete() as to_delete:
             async with self._pool.acquire() as conn, conn.transaction():
                 await lock_source_partitions(conn, self.source_topic, source_partitions)
                 records = await apply(conn)
+                # A record the broker would refuse must fail its batch now, before its effects commit.
+                check_sizes(records, self.max_record_bytes)
                 ids = await replace_rows(conn, self.source_topic, records, to_delete)
         return ids, records
 

@@ -24,6 +24,7 @@ from models.events import CustomerEvent
 from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS
 from workers.runtime.context import WorkerContext
 from workers.runtime.deadletters import check_customer_key, dead_letter
+from workers.runtime.poison import cause, describe, is_poison
 from workers.runtime.publishing import OutgoingRecord, command_record, publish_all, send_all
 from workers.triggers.lean_faust import LeanApp, faust_app, raw_topic, take_batches
 from workers.triggers.rules import (
@@ -102,6 +103,15 @@ def build_app(context: WorkerContext) -> LeanApp:
                 commands = commands_for_record(message.topic, message.key, message.value, settings_table.snapshot)
             except DecodeError as error:
                 outgoing.append(dead_letter(message, str(error), name, metrics))
+                continue
+            except Exception as error:
+                if not is_poison(error):
+                    raise
+                # Accepted by the contract, yet its rule could not run on it: the same poison as in the
+                # batch workers, dead-lettered alone.
+                metrics.poison_records.labels(worker=name, cause=cause(error)).inc()
+                outgoing.append(dead_letter(message, f"refused while being applied: {describe(error)}", name,
+                                            metrics, log_reason=cause(error)))
                 continue
             for command in commands:
                 emitted[command.reason.value] += 1
