@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import baselines, latency, operator_cases, plumbing, worker_cases
+from bench import baselines, latency, operator_cases, plumbing, poison_cases, worker_cases
 from bench.figures import Figure, figure_named
 from models import utc_iso
 from suspensions.local.stack import LocalStack
@@ -135,9 +135,14 @@ async def run_all(scale: int, only: set[str] | None) -> list[Figure]:
             ("schedules", lambda s: operator_cases.schedules_case(s, size["schedules"], state_rate())),
             ("api", lambda s: operator_cases.api_case(s, size["api_rate"], size["api_seconds"], size["api_space"])),
             ("backlog", lambda s: worker_cases.backlog_case(s, size["backlog"], 200_000, persistence)),
+            ("poison", lambda s: poison_cases.poison_batch_case(s)),
+            ("checks", lambda s: contract_checks(events)),
             ("scale", lambda s: worker_cases.scale_out_cases(s, events, size["state_customers"], size["billing_customers"],
                                                       figures)),
         ]
+
+        async def contract_checks(count: int) -> Figure:
+            return poison_cases.contract_checks_case(count, figures)
 
         def state_rate() -> float | None:
             """The state worker's throughput measured earlier in this run (events on)."""
