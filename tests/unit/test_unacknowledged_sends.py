@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from workers.triggers.lean_faust import UnacknowledgedSends
+from workers.triggers.unacknowledged import UnacknowledgedSends
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 1.0) -> None:

@@ -31,16 +31,20 @@ the package.
   sensors' delegation: the worker counts what it consumes and emits in its own
   Prometheus metrics.
 
-The consumer's drain loop follows faust-streaming 0.15's own (its read offsets, gaps and
-commit bookkeeping), which is why ``pyproject.toml`` pins faust below 0.16; the triggers'
-integration and crash tests run through it.
+**These are faust's internals, not its extension points.** The subclasses override and read
+private names of faust-streaming, mode-streaming and aiokafka (``_commit``, ``_drain_messages``,
+``_read_offset``, ``_fetch_max_wait_ms``, ...); the drain loop follows faust-streaming 0.15.3's own
+(its read offsets, gaps and commit bookkeeping). So the three packages are pinned exactly in
+``pyproject.toml`` (and ``constraints.txt``), every override is marked ``@override`` (mypy flags one
+whose base method vanished), and ``tests/unit/test_faust_internals.py`` fails when any name used
+here is renamed or changes its signature: if ``_commit`` were renamed, the override would silently
+stop running and the "acknowledged before commit" guarantee would vanish with every other test green.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, cast
 
 import aiokafka
@@ -54,79 +58,36 @@ from faust.transport.producer import ProducerBuffer
 from faust.types import TP, AppT, Message
 from mode.utils.aiter import aiter as mode_aiter
 from mode.utils.futures import notify
+from typing_extensions import override
 
 from workers.runtime.config import Settings
+from workers.triggers.unacknowledged import UnacknowledgedSends
 
 YIELD_EVERY = 100
 PAUSED_POLL_S = 0.02
 TAKE_IDLE_S = 0.1
-UNACKNOWLEDGED_BATCHES = 4
-
-
-class UnacknowledgedSends:
-    """Batches of sends the broker has not acknowledged yet, oldest first, at most a few."""
-
-    def __init__(self, limit: int = UNACKNOWLEDGED_BATCHES) -> None:
-        self._pending: deque[asyncio.Future[Any]] = deque()
-        self._limit = limit
-        self._failure: BaseException | None = None
-
-    async def add(self, deliveries: Sequence[asyncio.Future[Any]],
-                  on_acknowledged: Callable[[], None] | None = None) -> None:
-        """Track one batch; raise if an earlier one failed; wait while too many are outstanding."""
-        self._raise_if_failed()
-        if deliveries:
-            batch = asyncio.gather(*deliveries)
-            if on_acknowledged is not None:
-                batch.add_done_callback(lambda done: done.cancelled() or done.exception() or on_acknowledged())
-            self._pending.append(batch)
-        elif on_acknowledged is not None:
-            on_acknowledged()
-        while self._pending and (self._pending[0].done() or len(self._pending) > self._limit):
-            await self._settle_oldest()
-
-    async def settled(self) -> None:
-        """Return once every tracked send is acknowledged; raise if any failed (then nothing may be committed)."""
-        while self._pending:
-            await self._settle_oldest()
-        self._raise_if_failed()
-
-    def _raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise RuntimeError("a command was not delivered: no offset is committed past it") from self._failure
-
-    async def _settle_oldest(self) -> None:
-        oldest = self._pending[0]
-        try:
-            # Shielded: a waiter cancelled (a commit given up at shutdown) leaves the sends in flight and
-            # tracked, so no later commit passes them unacknowledged.
-            await asyncio.shield(oldest)
-        except Exception as error:
-            self._failure = self._failure or error
-            self._forget(oldest)
-            raise
-        self._forget(oldest)
-
-    def _forget(self, batch: asyncio.Future[Any]) -> None:
-        if self._pending and self._pending[0] is batch:  # the agent and a commit may both have waited on it
-            self._pending.popleft()
 
 
 class QuietMonitor(Monitor):
     """faust's monitor without its per-message and per-event bookkeeping (nothing reads it here)."""
 
+    @override
     def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
         pass
 
+    @override
     def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> None:
         return None
 
+    @override
     def on_stream_event_out(self, tp: TP, offset: int, stream: Any, event: Any, state: Any = None) -> None:
         pass
 
+    @override
     def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
         pass
 
+    @override
     def track_tp_end_offset(self, tp: TP, offset: int) -> None:
         pass
 
@@ -135,6 +96,7 @@ class QuietStream(faust.Stream[Any]):
     """faust's stream, acknowledging an event without telling the (quiet) sensors, and taking
     batches as soon as events are there (``take_ready``)."""
 
+    @override
     async def ack(self, event: faust.EventT[Any]) -> bool:
         return bool(event.ack())
 
@@ -209,6 +171,7 @@ class QueueSizedBuffer(ProducerBuffer):
     """faust's producer buffer, sized by its queue (``producer_threaded`` stays off here)."""
 
     @property
+    @override
     def size(self) -> int:
         return self.pending.qsize()
 
@@ -216,6 +179,7 @@ class QueueSizedBuffer(ProducerBuffer):
 class RawSchema(Schema[bytes, bytes]):
     """Keys and values as the bytes they arrived as, straight into faust's event."""
 
+    @override
     def compile(self, app: AppT, **_: Any) -> Any:
         event_class: Any = app.conf.Event  # faust types the setting as a type alias, not a class
 
@@ -234,6 +198,7 @@ class LeanApp(faust.App):
         super().__init__(*args, **kwargs)
         self.unacknowledged = UnacknowledgedSends()
 
+    @override
     def _create_directories(self) -> None:
         """None: tables live in memory (``memory://``), and faust would leave an empty
         ``<group>-data`` directory in the working directory of every process it starts in."""
@@ -241,12 +206,14 @@ class LeanApp(faust.App):
 
 def app_class(fetch_max_wait_ms: int) -> type[LeanApp]:
     class _Thread(faust_aiokafka.AIOKafkaConsumerThread):
+        @override
         def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
             consumer = super()._create_worker_consumer(transport)
             consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read when the consumer starts
             return consumer
 
     class _Consumer(faust_aiokafka.Consumer):
+        @override
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return _Thread(self, loop=self.loop, beacon=self.beacon)
 
@@ -254,14 +221,17 @@ def app_class(fetch_max_wait_ms: int) -> type[LeanApp]:
             super().__init__(*args, **kwargs)
             self._buffer_dropped = asyncio.Event()
 
+        @override
         def on_buffer_drop(self, tp: TP) -> None:
             super().on_buffer_drop(tp)
             self._buffer_dropped.set()
 
+        @override
         async def _commit(self, offsets: Any) -> bool:
             await cast(LeanApp, self.app).unacknowledged.settled()
             return bool(await super()._commit(offsets))
 
+        @override
         async def _drain_messages(self, fetcher: Any) -> None:
             """faust's drain loop, one delivery task per fetched batch instead of per record."""
             consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
@@ -322,6 +292,7 @@ def app_class(fetch_max_wait_ms: int) -> type[LeanApp]:
         Producer = _Producer
 
     class TriggersApp(LeanApp):
+        @override
         def _new_transport(self) -> Any:
             return _Transport(self.conf.broker_consumer, self)
 
