@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated
 
+import orjson
 from pydantic import StringConstraints, model_validator
 
 from models.base import ContractModel, Id
@@ -37,3 +38,22 @@ class AcceptedInvoiceJob(InvoiceJob):
 class DroppedInvoiceJob(InvoiceJob):
     dropped_at: datetime
     suspension_version: int
+
+
+# The records out are the job exactly as received (unknown fields included, as the contract says) plus the
+# decision's fields: built here, once, and checked against the models above by the tests.
+
+
+def accepted_job_value(job_text: str | bytes, rebilled: bool) -> bytes:
+    """An ``AcceptedInvoiceJob``: the job as received, plus ``rebilled``."""
+    job = orjson.loads(job_text)
+    job["rebilled"] = rebilled
+    return orjson.dumps(job)
+
+
+def dropped_job_value(job_text: str | bytes, dropped_at: str, suspension_version: int | None) -> bytes:
+    """A ``DroppedInvoiceJob``: the job as received, plus when and under which suspension it was dropped."""
+    job = orjson.loads(job_text)
+    job["dropped_at"] = dropped_at
+    job["suspension_version"] = suspension_version
+    return orjson.dumps(job)

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from models import AcceptedInvoiceJob, DroppedInvoiceJob, decode
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, run_cli, send, uid, wait_until
 from topics import (
@@ -195,3 +196,30 @@ async def test_billing_dropped_report(settings: Settings, workers: WorkerProcess
     assert {j["status"] for j in only_one["jobs"]} == {"dropped"} and len(only_one["jobs"]) == 3
     human = run_cli(settings, "billing", "dropped", "--space", space)
     assert human.returncode == 0 and "waived" in human.stdout and "15.25" in human.stdout
+
+
+async def test_every_invoice_record_out_is_a_valid_contract_record(
+    workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool
+) -> None:
+    """Accepted, dropped and rebilled jobs are the job as received plus the decision's fields: each one the
+    contract's model (AcceptedInvoiceJob, DroppedInvoiceJob) decodes, unknown fields kept."""
+    space, customer = uid("space"), uid("cust")
+    accepted_job = builders.invoice_job(customer, space) | {"po_number": "PO-7"}
+    await send(producer, INVOICE_JOBS.name, customer, accepted_job)
+    await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=accepted_job["job_id"])
+    await _suspend(producer, db, customer, space)
+    dropped_job = builders.invoice_job(customer, space) | {"po_number": "PO-8"}
+    await send(producer, INVOICE_JOBS.name, customer, dropped_job)
+    await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=dropped_job["job_id"])
+    await _lift(producer, db, customer, space)
+    await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=dropped_job["job_id"], rebilled=True)
+
+    checked = 0
+    for topic, model in ((INVOICE_JOBS_ACCEPTED.name, AcceptedInvoiceJob), (INVOICE_JOBS_DROPPED.name,
+                                                                              DroppedInvoiceJob)):
+        for _, _, value, raw, _ in [record for record in tail.records if record[0] == topic]:
+            decode(model, raw)  # every record seen on the topic in this session, not only this test's
+            checked += 1
+            if value is not None and value["customer_id"] == customer:
+                assert value["po_number"] in ("PO-7", "PO-8")
+    assert checked >= 3

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
-import orjson
 from aiokafka.structs import ConsumerRecord
 
 from models import InvoiceJob, utc_iso
+from models.invoices import accepted_job_value, dropped_job_value
 from topics import INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED
 from workers.billing.decisions import Decision, decide
 from workers.runtime.db import repository
@@ -59,15 +59,12 @@ class BillingHandler:
                 status=verdict.decision.value, suspension_version=verdict.suspension_version,
                 job=job_text, decided_at=now,
             ))
-            payload = orjson.loads(job_text)
             if verdict.decision is Decision.ACCEPTED:
-                payload["rebilled"] = False
-                topic = INVOICE_JOBS_ACCEPTED.name
+                topic, value = INVOICE_JOBS_ACCEPTED.name, accepted_job_value(job_text, rebilled=False)
             else:
-                payload["dropped_at"] = utc_iso(now)
-                payload["suspension_version"] = verdict.suspension_version
                 topic = INVOICE_JOBS_DROPPED.name
-            out.append(OutgoingRecord(topic=topic, key=record.key, value=orjson.dumps(payload),
+                value = dropped_job_value(job_text, utc_iso(now), verdict.suspension_version)
+            out.append(OutgoingRecord(topic=topic, key=record.key, value=value,
                                     record_id=job.job_id, source_partition=record.partition))
         await repository.insert_decisions(conn, rows)
         for decision, count in counts.items():

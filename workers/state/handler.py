@@ -24,6 +24,7 @@ from models import (
     event_id_for,
     utc_iso,
 )
+from models.invoices import accepted_job_value
 from topics import INVOICE_JOBS_ACCEPTED, SUSPENSION_EVENTS, SUSPENSION_STATE
 from workers.runtime.db import repository
 from workers.runtime.db.repository import HistoryRow, ScheduleRow
@@ -236,7 +237,6 @@ def lifecycle_record(applied: Applied, change: ScheduleChange, record: ConsumerR
 
 
 def rebilled_record(job_text: str, record: ConsumerRecord) -> OutgoingRecord:
-    job = orjson.loads(job_text)
-    job["rebilled"] = True
-    return OutgoingRecord(topic=INVOICE_JOBS_ACCEPTED.name, key=record.key, value=orjson.dumps(job),
-                        record_id=f"{job['job_id']}:rebilled", source_partition=record.partition)
+    return OutgoingRecord(topic=INVOICE_JOBS_ACCEPTED.name, key=record.key,
+                          value=accepted_job_value(job_text, rebilled=True),
+                          record_id=f"{orjson.loads(job_text)['job_id']}:rebilled", source_partition=record.partition)
