@@ -1,9 +1,9 @@
 #!/bin/sh
 # Certificates and the SASL password for the SASL_SSL variant of docker-compose (docker-compose.sasl-ssl.yml).
 # Writes into $1 (default ./out), once: a throwaway CA, the broker's certificate and key as one PEM
-# (Apache Kafka reads PEM key stores), a client certificate for mutual TLS, and a random password for
-# the service's Kafka user. Safe to run again: existing files are kept. Replace the CA with your own
-# for anything but a trial.
+# (Apache Kafka reads PEM key stores), a client certificate for mutual TLS, and the broker's user file
+# with the password of the service's Kafka user (from $KAFKA_SASL_PASSWORD_FILE, else random). Safe to
+# run again: existing files are kept. Replace the CA with your own for anything but a trial.
 set -eu
 out="${1:-./out}"
 mkdir -p "$out"
@@ -25,7 +25,11 @@ issue kafka "DNS:kafka,DNS:localhost,IP:127.0.0.1"
 issue client "DNS:suspensions-client"
 # Apache Kafka's PEM key store: the private key and the certificate chain in one file.
 cat kafka.key kafka.pem ca.pem > kafka.keystore.pem
-if [ ! -f client-password ]; then
+# The service user's password: the compose secret when given (KAFKA_SASL_PASSWORD_FILE, so the broker
+# and the service read the same file's value), else a random one made here once.
+if [ -n "${KAFKA_SASL_PASSWORD_FILE:-}" ]; then
+  tr -d '\r\n' < "$KAFKA_SASL_PASSWORD_FILE" > client-password
+elif [ ! -f client-password ]; then
   head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > client-password
 fi
 # The broker's users, read through Kafka's FileConfigProvider (never in the compose file).
