@@ -131,8 +131,9 @@ async def _paced_requests(client: httpx.AsyncClient, make: Callable[[int], Await
 
 
 async def api_case(settings: Settings, rate: int, seconds: float, space_size: int) -> list[Figure]:
-    """The operator API: POST suspend (no wait) at a sustained rate against a bare endpoint of the same
-    framework that does one Kafka send; and a page of 100 customers from a space of ``space_size``."""
+    """The operator API: POST suspend (no wait) of a known customer (the API looks it up, then sends) at a
+    sustained rate against a bare endpoint of the same framework that does one Kafka send; and a page of
+    100 customers from a space of ``space_size``."""
     space = f"api-{uuid.uuid4().hex[:6]}"
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -164,12 +165,16 @@ async def api_case(settings: Settings, rate: int, seconds: float, space_size: in
                         raise TimeoutError(f"{url} did not answer")
                     await asyncio.sleep(0.1)
             base = f"http://127.0.0.1:{api.api_port}/api/v1/spaces/{space}"
+
+            def known(i: int) -> str:  # the API acts only on customers it knows in the space (issue 21)
+                return f"{space}-{i % space_size:07d}"
+
             # Warm both (connections, first imports), then measure each at the same offered rate.
-            await _paced_requests(client, lambda i: client.post(f"{base}/customers/warm-{i}/suspend", headers=headers,
-                                                                json={}), rate, min(count, rate))
+            await _paced_requests(client, lambda i: client.post(f"{base}/customers/{known(i)}/suspend",
+                                                                headers=headers, json={}), rate, min(count, rate))
             await _paced_requests(client, lambda i: client.post(f"http://127.0.0.1:{port}/send/warm-{i}"), rate,
                                   min(count, rate))
-            ours = await _paced_requests(client, lambda i: client.post(f"{base}/customers/new-{i}/suspend",
+            ours = await _paced_requests(client, lambda i: client.post(f"{base}/customers/{known(rate + i)}/suspend",
                                                                        headers=headers, json={"note": "bench"}),
                                          rate, count)
             theirs = await _paced_requests(client, lambda i: client.post(f"http://127.0.0.1:{port}/send/k-{i}"),

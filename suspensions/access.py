@@ -89,6 +89,12 @@ async def revoke_token(conn: asyncpg.Connection, name: str) -> bool:
     return revoked is not None
 
 
+async def token_is_live(conn: asyncpg.Connection, name: str) -> bool:
+    """Whether the token of this name still works: asked again by work that outlives its request (a bulk
+    job), so a revocation stops it too, not only the token's next request."""
+    return bool(await conn.fetchval("SELECT revoked_at IS NULL FROM api_tokens WHERE name = $1", name))
+
+
 def _principal(row: asyncpg.Record | None) -> Principal | None:
     if row is None:
         return None
@@ -106,19 +112,30 @@ async def open_session(conn: asyncpg.Connection, principal: Principal) -> tuple[
     session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     now = datetime.now(UTC)
     await conn.execute(
-        "INSERT INTO console_sessions (session_hash, token_name, csrf, created_at, expires_at) "
-        "VALUES ($1, $2, $3, $4, $5)", digest(session), principal.name, csrf, now, now + SESSION_LIFETIME)
+        "INSERT INTO console_sessions (session_hash, token_name, csrf, created_at, expires_at, last_seen_at) "
+        "VALUES ($1, $2, $3, $4, $5, $4)", digest(session), principal.name, csrf, now, now + SESSION_LIFETIME)
     return session, csrf
 
 
-async def session_principal(conn: asyncpg.Connection, session: str) -> tuple[Principal, str] | None:
-    """The session's principal and form token, while the session is live and its token not revoked."""
+async def session_principal(conn: asyncpg.Connection, session: str,
+                            idle: timedelta) -> tuple[Principal, str] | None:
+    """The session's principal and form token, while the session is live (before its absolute expiry,
+    and used within ``idle``) and its token not revoked; marks it used now, in the same statement."""
+    now = datetime.now(UTC)
     row = await conn.fetchrow(
-        "SELECT t.name, t.role, t.spaces, s.csrf FROM console_sessions s JOIN api_tokens t ON t.name = s.token_name "
-        "WHERE s.session_hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL", digest(session),
-        datetime.now(UTC))
+        "UPDATE console_sessions s SET last_seen_at = $2 FROM api_tokens t "
+        "WHERE s.session_hash = $1 AND t.name = s.token_name AND s.expires_at > $2 AND s.last_seen_at > $3 "
+        "AND t.revoked_at IS NULL RETURNING t.name, t.role, t.spaces, s.csrf", digest(session), now, now - idle)
     principal = _principal(row)
     return None if principal is None or row is None else (principal, row["csrf"])
+
+
+async def purge_sessions(conn: asyncpg.Connection, idle: timedelta) -> int:
+    """Forget the sessions past their absolute expiry or idle too long (run at each sign-in)."""
+    now = datetime.now(UTC)
+    status: str = await conn.execute("DELETE FROM console_sessions WHERE expires_at <= $1 OR last_seen_at <= $2",
+                                     now, now - idle)
+    return int(status.split()[-1])
 
 
 async def close_session(conn: asyncpg.Connection, session: str) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -99,17 +100,49 @@ async def wait_for_outcomes(
     conn: asyncpg.Connection, command_ids: list[str], timeout_s: float, poll_s: float = 0.1
 ) -> dict[str, str]:
     """Outcomes (changed / noop / rejected) of the commands, as far as applied within the timeout."""
+    return await poll_outcomes(lambda chunk: command_outcomes(conn, chunk), command_ids, timeout_s, poll_s)
+
+
+class Connections(Protocol):
+    """A pool: a connection for the length of an ``async with``."""
+
+    def acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
+
+
+async def wait_for_outcomes_pooled(
+    pool: Connections, command_ids: list[str], timeout_s: float, poll_s: float = 0.1,
+    keep_going: Callable[[], Awaitable[bool]] | None = None,
+) -> dict[str, str]:
+    """As ``wait_for_outcomes``, holding a connection of ``pool`` only for each poll's query: a caller that
+    waits seconds for the state worker (the API's ``?wait=true``, a bulk job) ties up no connection meanwhile.
+    ``keep_going`` is asked between polls; False ends the wait early."""
+    async def fetch(chunk: list[str]) -> dict[str, str]:
+        try:
+            async with pool.acquire() as conn:
+                return await command_outcomes(conn, chunk)
+        except TimeoutError:  # no connection came free in time: nothing known yet, the next poll asks again
+            return {}
+
+    return await poll_outcomes(fetch, command_ids, timeout_s, poll_s, keep_going)
+
+
+async def poll_outcomes(
+    fetch: Callable[[list[str]], Awaitable[dict[str, str]]], command_ids: list[str], timeout_s: float,
+    poll_s: float = 0.1, keep_going: Callable[[], Awaitable[bool]] | None = None,
+) -> dict[str, str]:
     outcomes: dict[str, str] = {}
     remaining = list(command_ids)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while remaining:
         for start in range(0, len(remaining), 5_000):
             chunk = remaining[start:start + 5_000]
-            outcomes.update(await command_outcomes(conn, chunk))
+            outcomes.update(await fetch(chunk))
         remaining = [command_id for command_id in remaining if command_id not in outcomes]
         if not remaining or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(poll_s)
+        if keep_going is not None and not await keep_going():
+            break
     return outcomes
 
 

@@ -19,6 +19,13 @@ async def customer_state(conn: asyncpg.Connection, customer_id: str) -> Customer
     return None if row is None else state_from_row(row)
 
 
+async def known_customers(conn: asyncpg.Connection, space_id: str, customer_ids: Sequence[str]) -> set[str]:
+    """Those of these customers the service knows in this space (a customer of another space is not among them)."""
+    rows = await conn.fetch("SELECT customer_id FROM customer_state WHERE space_id = $1 AND customer_id = ANY($2::text[])",
+                            space_id, list(customer_ids))
+    return {row["customer_id"] for row in rows}
+
+
 async def customer_history(conn: asyncpg.Connection, customer_id: str) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT command_id, space_id, action, reason, actor, note, cause_topic, cause_event_id, missed_invoices, "

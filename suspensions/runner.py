@@ -79,18 +79,21 @@ async def run_workers(
     specs = workers_named(name for name in names if name != API)
     metrics = metrics or Metrics()
     running = [(spec, WorkerHealth(spec.name)) for spec in specs]
+    # The API reports beside the workers on the internal port (its /metrics and /readyz live there).
+    api_health = WorkerHealth(API) if API in names else None
     tasks: list[asyncio.Task[None]] = []
     http_runner = None
     pool = None
     producer = None
     try:
         if settings.http_port:  # first: /readyz says why while the dependencies are not reachable yet
-            http_runner = await start_http(metrics, [health for _, health in running], settings.http_port)
+            healths = [health for _, health in running] + ([api_health] if api_health is not None else [])
+            http_runner = await start_http(metrics, healths, settings.http_port)
             log.info("http endpoints serving", extra={"port": settings.http_port})
         if API in names:
             from suspensions.api.server import serve_api
 
-            tasks.append(asyncio.create_task(serve_api(settings, stop, metrics), name="api"))
+            tasks.append(asyncio.create_task(serve_api(settings, stop, metrics, api_health), name="api"))
         if specs:
             producer = await start_producer(settings, stop,
                                             on_unavailable=lambda check: _report_broker(running, check))

@@ -21,8 +21,11 @@ from pydantic import BaseModel, Field, ValidationError
 from models import TEXT_MAX_LENGTH, Action, MissedInvoices, SuspensionState
 from models.moments import MomentError
 from suspensions import access
-from suspensions.access import Principal
+from suspensions.access import Principal, Role
+from suspensions.api.capacity import register_capacity_handlers
+from suspensions.api.edge import check_bulk_lines, refuse_control_characters
 from suspensions.api.service import Operations
+from suspensions.api.throttle import AuthThrottle
 from workers.runtime.broker_check import check_broker
 from workers.runtime.db.pool import database_answers
 from workers.runtime.metrics import Metrics
@@ -66,6 +69,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No token, or an unknown or revoked one"},
     403: {"description": "The token's role may not do this"},
     404: {"description": "No such customer here (another space's answers the same)"},
+    503: {"description": "Busy: no database connection came free in time; retry after `Retry-After` seconds"},
 }
 
 # A suspend or lift: accepted (202), or with ?wait=true applied (200) or not in time (504).
@@ -83,11 +87,12 @@ def build_app(operations_factory: Callable[[], Awaitable[Operations]], metrics: 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.operations = await operations_factory()
+        app.state.throttle = AuthThrottle(app.state.operations.settings.api_auth_failures_per_minute)
         yield
         await close()
 
     app = FastAPI(title="suspensions operator API", version="1", openapi_url="/api/openapi.json", docs_url=None,
-                  redoc_url=None, lifespan=lifespan)
+                  redoc_url=None, lifespan=lifespan, dependencies=[Depends(refuse_control_characters)])
     app.state.metrics = metrics
 
     @app.middleware("http")
@@ -119,6 +124,7 @@ def build_app(operations_factory: Callable[[], Awaitable[Operations]], metrics: 
         return JSONResponse({"detail": [{"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
                                         for item in error.errors()]}, status_code=422)
 
+    register_capacity_handlers(app)
     register_api(app)
     from suspensions.api.console import register_console
 
@@ -132,20 +138,43 @@ def operations(request: Request) -> Operations:
     return ops
 
 
+def presented_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def token_principal(request: Request, ops: Operations, token: str) -> Principal | None:
+    """The token's principal, or None (a failure, counted and throttled per client address); 429 for an
+    address past its failures, before the token is looked up."""
+    throttle: AuthThrottle = request.app.state.throttle
+    throttle.check(request)
+    async with ops.pool.acquire() as conn:
+        principal = await access.principal_for_token(conn, token)
+    if principal is None:
+        request.app.state.metrics.auth_failures.labels(reason="unknown or revoked").inc()
+        throttle.failed(request, "unknown or revoked token", token)
+    return principal
+
+
 async def bearer(request: Request, ops: Annotated[Operations, Depends(operations)]) -> Principal:
     """The principal of `Authorization: Bearer <token>`; 401 otherwise (counted, never logged with the token)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    metrics: Metrics = request.app.state.metrics
-    if scheme.lower() != "bearer" or not token:
-        metrics.auth_failures.labels(reason="missing").inc()
+    token = presented_token(request)
+    if token is None:
+        request.app.state.metrics.auth_failures.labels(reason="missing").inc()
         raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    async with ops.pool.acquire() as conn:
-        principal = await access.principal_for_token(conn, token.strip())
+    principal = await token_principal(request, ops, token)
     if principal is None:
-        metrics.auth_failures.labels(reason="unknown or revoked").inc()
         raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
     return principal
+
+
+async def internal(request: Request, ops: Annotated[Operations, Depends(operations)]) -> None:
+    """/metrics and /readyz belong on the internal port (SUSPENSIONS_HTTP_PORT); here they answer only an
+    admin token, and anyone else as if they did not exist (404)."""
+    token = presented_token(request)
+    principal = await token_principal(request, ops, token) if token is not None else None
+    if principal is None or not principal.may(Role.ADMIN):
+        raise HTTPException(404, "Not Found")
 
 
 Who = Annotated[Principal, Depends(bearer)]
@@ -207,14 +236,17 @@ def register_api(app: FastAPI) -> None:
         return await _act(ops, who, space, customer, Action.LIFT, body.note, body.missed_invoices, body.at, None,
                           wait, timeout, response)
 
-    @app.post(f"{prefix}/bulk", status_code=202, response_model=BulkAccepted, responses=ERRORS,
+    @app.post(f"{prefix}/bulk", status_code=202, response_model=BulkAccepted,
+              responses=ERRORS | {429: {"description": "The token runs its most bulk jobs at once already; "
+                                                       "retry after `Retry-After` seconds"}},
               openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {
                   "type": "string", "description": "customer_id,space_id[,note] per line, header optional"}}}}})
     async def bulk(space: str, request: Request, who: Who, ops: Ops,
                    action: Literal["suspend", "lift"] = "suspend",
                    missed_invoices: MissedInvoices = MissedInvoices.BILL) -> BulkAccepted:
         """Suspend or lift every customer of a CSV body (the CLI's format); follow it at bulk/{bulk_id}."""
-        text = (await request.body()).decode("utf-8", errors="replace")
+        text = (await request.body()).decode("utf-8", errors="replace")  # bounded by the edge (edge.py)
+        check_bulk_lines(text, ops.settings.api_max_bulk_lines)
         chosen = Action(action)
         bulk_id = await ops.start_bulk(who, space, chosen, text, missed_invoices if chosen is Action.LIFT else None)
         return BulkAccepted(bulk_id=bulk_id)
@@ -241,7 +273,7 @@ def register_api(app: FastAPI) -> None:
 
 
 def register_health(app: FastAPI, metrics: Metrics) -> None:
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(internal)])
     async def metrics_view() -> Response:
         return Response(generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -249,7 +281,7 @@ def register_health(app: FastAPI, metrics: Metrics) -> None:
     async def healthz() -> dict[str, bool]:
         return {"alive": True}
 
-    @app.get("/readyz", include_in_schema=False)
+    @app.get("/readyz", include_in_schema=False, dependencies=[Depends(internal)])
     async def readyz(ops: Ops) -> Response:
         broker = await check_broker(ops.settings, timeout_s=3)
         database = await database_answers(ops.pool)

@@ -1,35 +1,59 @@
 """The console: server-rendered pages over the same service functions as the API.
 
-Signed in with a token, kept by a session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS);
-every form that changes something carries the session's form token, checked here, against
-cross-site requests. Pages escape everything they show (Jinja2 autoescape).
+Signed in with a token, kept by a session cookie (HttpOnly, SameSite=Strict, Secure and ``__Host-``
+unless served plainly on loopback: ``browser.py``) that ends after its absolute lifetime or when idle;
+every form that changes something carries the session's form token, checked here (in constant time),
+against cross-site requests. Pages escape everything they show (Jinja2 autoescape), and show only
+messages of their own (``NOTICES``, ``PROBLEMS``), picked by a code in the URL, never text from it.
 """
 
 from __future__ import annotations
 
+import hmac
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
+from starlette.formparsers import MultiPartException
 
-from models import Action, MissedInvoices, Source, describe_invalid
+from models import Action, MissedInvoices, Source
 from models.moments import MomentError, both_clocks
 from suspensions import access
 from suspensions.access import Principal, Role
+from suspensions.api.browser import clear_session_cookie, from_this_site, session_cookie, set_session_cookie
+from suspensions.api.edge import BodyTooLarge, check_bulk_lines
 from suspensions.api.service import Forbidden, NotFound, Operations
+from suspensions.api.throttle import AuthThrottle, Throttled
+from suspensions.api.uploads import UploadRefused, read_bulk_upload
 
 HERE = Path(__file__).parent
-COOKIE = "suspensions_session"
+BULK_ACTIONS = {"suspend": Action.SUSPEND, "lift": Action.LIFT}
+# What a customer page may say after an action: picked by the code in ?done= / ?error=, never read from
+# the URL (a link could otherwise make the console say anything). An unknown code shows nothing.
+NOTICES = {f"{action}:{outcome}": f"Applied: {action} → {outcome}. The state below is the new one."
+           for action in BULK_ACTIONS for outcome in ("changed", "noop", "rejected")} | {
+    f"{action}:pending": f"Sent: {action}, not applied yet; reload the page in a moment." for action in BULK_ACTIONS}
+PROBLEMS = {
+    "when": "Not sent: that moment cannot be used. Give a moment in the future, in ISO 8601 (2026-12-01, "
+            "2026-12-01T09:00, or with an offset); a date or time without an offset is read in the space's "
+            "time zone.",
+    "note": "Not sent: a note has at most 2000 characters and no control characters other than tab and "
+            "line breaks.",
+    "invalid": "Not sent: a value of the form is not valid.",
+}
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 
 
 class SignInRequired(Exception):
-    pass
+    def __init__(self, stale: bool = False) -> None:
+        super().__init__()
+        self.stale = stale  # a cookie was sent but names no live session: the answer clears it
 
 
 class Session:
@@ -39,13 +63,17 @@ class Session:
 
 async def session(request: Request) -> Session:
     ops: Operations = request.app.state.operations
-    cookie = request.cookies.get(COOKIE)
+    cookie = session_cookie(request)
     if cookie:
+        throttle: AuthThrottle = request.app.state.throttle
+        throttle.check(request)
         async with ops.pool.acquire() as conn:
-            found = await access.session_principal(conn, cookie)
+            found = await access.session_principal(conn, cookie, timedelta(seconds=ops.settings.api_session_idle_s))
         if found is not None:
             return Session(found[0], found[1], cookie)
         request.app.state.metrics.auth_failures.labels(reason="session").inc()
+        throttle.failed(request, "unknown, expired or idle session", None)
+        raise SignInRequired(stale=True)
     raise SignInRequired()
 
 
@@ -61,7 +89,7 @@ def page(request: Request, template: str, status: int = 200, signed: Session | N
 
 
 def _checked_form(signed: Session, csrf: str) -> None:
-    if csrf != signed.csrf:
+    if not hmac.compare_digest(csrf.encode(), signed.csrf.encode()):
         raise Forbidden(Role.VIEWER)  # a form not from our page: refused like a role that may not act
 
 
@@ -69,8 +97,11 @@ def register_console(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.exception_handler(SignInRequired)
-    async def sign_in_first(request: Request, _: SignInRequired) -> Response:
-        return RedirectResponse(f"/signin?next={quote(request.url.path)}", status_code=303)
+    async def sign_in_first(request: Request, required: SignInRequired) -> Response:
+        response = RedirectResponse(f"/signin?next={quote(request.url.path)}", status_code=303)
+        if required.stale:  # the browser stops sending it (a polling page would count a failure each time)
+            clear_session_cookie(response, request)
+        return response
 
     @app.get("/", include_in_schema=False)
     async def home(signed: Signed) -> RedirectResponse:
@@ -83,18 +114,30 @@ def register_console(app: FastAPI) -> None:
 
     @app.post("/signin", include_in_schema=False)
     async def signin(request: Request, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002
+        if not from_this_site(request):  # another site's form: nothing looked up, nothing created
+            return page(request, "signin.html", status=403, next="/", error="Sign in from this console's own page.")
         ops: Operations = request.app.state.operations
+        throttle: AuthThrottle = request.app.state.throttle
+        try:
+            throttle.check(request)
+        except Throttled as refused:
+            answer = page(request, "signin.html", status=429, next=next,
+                          error="Too many failed sign-ins from this address; try again in a minute.")
+            answer.headers.update(refused.headers or {})
+            return answer
+        idle = timedelta(seconds=ops.settings.api_session_idle_s)
         async with ops.pool.acquire() as conn:
             principal = await access.principal_for_token(conn, token.strip())
             if principal is None:
                 request.app.state.metrics.auth_failures.labels(reason="unknown or revoked").inc()
+                throttle.failed(request, "sign-in with an unknown or revoked token", token.strip())
                 return page(request, "signin.html", status=401, next=next, error="Unknown or revoked token.")
+            await access.purge_sessions(conn, idle)
             cookie, _ = await access.open_session(conn, principal)
-        response = RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/",
+        # Only a path of this site: "//host" and "/\\host" are other sites to a browser.
+        response = RedirectResponse(next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/",
                                     status_code=303)
-        secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
-        response.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", secure=secure,
-                            max_age=int(access.SESSION_LIFETIME.total_seconds()), path="/")
+        set_session_cookie(response, request, cookie, int(access.SESSION_LIFETIME.total_seconds()))
         return response
 
     @app.post("/signout", include_in_schema=False)
@@ -104,7 +147,7 @@ def register_console(app: FastAPI) -> None:
         async with ops.pool.acquire() as conn:
             await access.close_session(conn, signed.cookie)
         response = RedirectResponse("/signin", status_code=303)
-        response.delete_cookie(COOKIE, path="/")
+        clear_session_cookie(response, request)
         return response
 
     @app.exception_handler(NotFound)
@@ -129,8 +172,8 @@ def register_console(app: FastAPI) -> None:
         state = await ops.customer(signed.principal, space, customer)
         history = await ops.history(signed.principal, space, customer)
         return page(request, "customer.html", signed=signed, space=space, state=state,
-                    history=list(reversed(history)), done=done, error=error, tz=await ops.zone(space),
-                    clocks=both_clocks)
+                    history=list(reversed(history)), notice=NOTICES.get(done), problem=PROBLEMS.get(error),
+                    tz=await ops.zone(space), clocks=both_clocks)
 
     async def act(request: Request, space: str, customer: str, signed: Session, action: Action, csrf: str,
                   note: str, missed: MissedInvoices | None, at: str) -> Response:
@@ -141,9 +184,11 @@ def register_console(app: FastAPI) -> None:
         try:
             acted = await ops.act(signed.principal, space, customer, action, note=note.strip() or None,
                                   missed=missed, at=at.strip() or None, source=Source.OPERATOR_API, wait=True)
-        except (MomentError, ValidationError) as error:
-            message = str(error) if isinstance(error, MomentError) else describe_invalid(error)
-            return RedirectResponse(f"{target}?error={quote(message)}", status_code=303)
+        except MomentError:
+            return RedirectResponse(f"{target}?error=when", status_code=303)
+        except ValidationError as error:
+            only_note = all(item["loc"][:1] == ("note",) for item in error.errors())
+            return RedirectResponse(f"{target}?error={'note' if only_note else 'invalid'}", status_code=303)
         done = f"{action.value}:{acted.outcome or 'pending'}"
         return RedirectResponse(f"{target}?done={quote(done)}", status_code=303)
 
@@ -165,15 +210,34 @@ def register_console(app: FastAPI) -> None:
         return page(request, "bulk.html", signed=signed, space=space, job=None)
 
     @app.post("/console/spaces/{space}/bulk", include_in_schema=False)
-    async def bulk_upload(request: Request, space: str, signed: Signed, csrf: Annotated[str, Form()],
-                          file: UploadFile, action: Annotated[str, Form()] = "suspend",
-                          missed_invoices: Annotated[MissedInvoices, Form()] = MissedInvoices.BILL) -> Response:
-        _checked_form(signed, csrf)
+    async def bulk_upload(request: Request, space: str, signed: Signed) -> Response:
+        """No Form parameters: the upload is read only after the session, space and role are checked
+        (``uploads.py``), in memory, bounded by the edge."""
         ops: Operations = request.app.state.operations
-        chosen = Action.LIFT if action == "lift" else Action.SUSPEND
-        text = (await file.read()).decode("utf-8", errors="replace")
-        bulk_id = await ops.start_bulk(signed.principal, space, chosen, text,
-                                       missed_invoices if chosen is Action.LIFT else None)
+        Operations.visible(signed.principal, space)
+        Operations.allowed(signed.principal, Role.OPERATOR)
+
+        def refused(status: int, message: str) -> HTMLResponse:
+            return page(request, "bulk.html", status=status, signed=signed, space=space, job=None, problem=message)
+
+        try:
+            upload = await read_bulk_upload(request, ops.settings.api_max_bulk_bytes)
+        except (UploadRefused, MultiPartException) as error:
+            return refused(422, f"Not started: {error}")
+        _checked_form(signed, upload.fields.get("csrf", ""))
+        chosen = BULK_ACTIONS.get(upload.fields.get("action", "suspend"))
+        if chosen is None:
+            return refused(422, "Not started: the action is suspend or lift.")
+        try:
+            missed = MissedInvoices(upload.fields.get("missed_invoices", MissedInvoices.BILL.value))
+        except ValueError:
+            return refused(422, "Not started: missed invoices are billed or waived.")
+        try:
+            check_bulk_lines(upload.text, ops.settings.api_max_bulk_lines)
+        except BodyTooLarge as error:
+            return refused(413, f"Not started: {error.detail}.")
+        bulk_id = await ops.start_bulk(signed.principal, space, chosen, upload.text,
+                                       missed if chosen is Action.LIFT else None)
         return RedirectResponse(f"/console/spaces/{quote(space)}/bulk/{bulk_id}", status_code=303)
 
     @app.get("/console/spaces/{space}/bulk/{bulk_id}", include_in_schema=False)

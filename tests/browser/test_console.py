@@ -15,11 +15,14 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from suspensions import access
 from suspensions.access import Role
-from tests.support import WorkerProcess, uid, wait_for_http
+from tests.operator_support import history_actors, marker_applied, register_customers
+from tests.support import TopicTail, WorkerProcess, uid, wait_for_http, wait_until
+from topics import SUSPENSION_COMMANDS
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +50,13 @@ async def console(workers: WorkerProcess) -> str:
 
 
 async def token(db: asyncpg.Pool, role: Role, *spaces: str) -> str:
+    return (await named_token(db, role, *spaces))[1]
+
+
+async def named_token(db: asyncpg.Pool, role: Role, *spaces: str) -> tuple[str, str]:
+    name = uid(role.name.lower())
     async with db.acquire() as conn:
-        return await access.create_token(conn, uid(role.name.lower()), role, list(spaces))
+        return name, await access.create_token(conn, name, role, list(spaces))
 
 
 async def signed_in(browser: Browser, console: str, secret: str) -> Page:
@@ -75,10 +83,12 @@ async def suspend_by_api(console: str, secret: str, space: str, customer: str, n
         assert response.status_code == 200, response.text
 
 
-async def test_find_suspend_with_a_note_and_lift_with_waive(browser: Browser, console: str, db: asyncpg.Pool) -> None:
+async def test_find_suspend_with_a_note_and_lift_with_waive(browser: Browser, console: str, db: asyncpg.Pool,
+                                                            producer: AIOKafkaProducer) -> None:
     space = uid("space")
     operator = await token(db, Role.OPERATOR, space)
     customer, other = uid("member"), uid("member")
+    await register_customers(producer, db, space, [customer, other])
     await suspend_by_api(console, operator, space, other)
     await suspend_by_api(console, operator, space, customer, "first suspension")
     async with httpx.AsyncClient() as client:  # known and active before the operator acts in the console
@@ -118,10 +128,13 @@ async def test_find_suspend_with_a_note_and_lift_with_waive(browser: Browser, co
 
 
 async def test_bulk_upload_of_a_thousand_lines_with_a_malformed_one(browser: Browser, console: str,
-                                                                    db: asyncpg.Pool, tmp_path: Path) -> None:
+                                                                    db: asyncpg.Pool, tmp_path: Path,
+                                                                    producer: AIOKafkaProducer) -> None:
     space = uid("space")
     operator = await token(db, Role.OPERATOR, space)
-    lines = [f"{uid('bulk')},{space},from the console\n" for _ in range(1_000)]
+    members = [uid("bulk") for _ in range(1_000)]
+    await register_customers(producer, db, space, members)
+    lines = [f"{member},{space},from the console\n" for member in members]
     lines.insert(500, "this line has one column\n")
     csv_file = tmp_path / "members.csv"
     csv_file.write_text("customer_id,space_id,note\n" + "".join(lines))
@@ -143,10 +156,13 @@ async def test_bulk_upload_of_a_thousand_lines_with_a_malformed_one(browser: Bro
 
 
 async def test_a_viewer_sees_no_actions_and_the_api_refuses_its_post(browser: Browser, console: str,
-                                                                     db: asyncpg.Pool) -> None:
+                                                                     db: asyncpg.Pool, producer: AIOKafkaProducer,
+                                                                     tail: TopicTail) -> None:
     space = uid("space")
-    operator, viewer = await token(db, Role.OPERATOR, space), await token(db, Role.VIEWER, space)
+    operator = await token(db, Role.OPERATOR, space)
+    viewer_name, viewer = await named_token(db, Role.VIEWER, space)
     customer = uid("member")
+    await register_customers(producer, db, space, [customer])
     await suspend_by_api(console, operator, space, customer)
     page = await signed_in(browser, console, viewer)
     await page.goto(f"{console}/console/spaces/{space}/customers/{customer}")
@@ -157,16 +173,82 @@ async def test_a_viewer_sees_no_actions_and_the_api_refuses_its_post(browser: Br
         refused = await client.post(f"{console}/api/v1/spaces/{space}/customers/{customer}/lift",
                                     headers={"Authorization": f"Bearer {viewer}"}, json={})
     assert refused.status_code == 403
-    # A form posted from elsewhere (no form token of the session) changes nothing either.
-    forged = await page.request.post(f"{console}/console/spaces/{space}/customers/{customer}/lift",
-                                     form={"csrf": "forged", "confirm": "yes", "missed_invoices": "bill"})
-    assert forged.status == 403
+    # A marker behind it on the customer's partition: once applied, a lift of the viewer's would have been.
+    await marker_applied(producer, db, customer, space)
+    await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=customer, action="register", count=2)
+    assert not [c for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer)
+                if c["actor"] == f"admin:{viewer_name}"]
+    assert f"admin:{viewer_name}" not in {actor for _, actor in await history_actors(db, customer)}
     await page.close()
 
 
-async def test_another_space_by_url_is_not_found(browser: Browser, console: str, db: asyncpg.Pool) -> None:
+async def test_a_form_posted_without_the_sessions_form_token_changes_nothing(
+        browser: Browser, console: str, db: asyncpg.Pool, producer: AIOKafkaProducer, tail: TopicTail) -> None:
+    """An operator's valid session, as a cross-site post would carry it, without the page's form token:
+    refused, and nothing applied (checked after a marker). The same post with the token does apply."""
+    space = uid("space")
+    operator = await token(db, Role.OPERATOR, space)
+    customer = uid("member")
+    await register_customers(producer, db, space, [customer])
+    await suspend_by_api(console, operator, space, customer)
+    page = await signed_in(browser, console, operator)
+    target = f"{console}/console/spaces/{space}/customers/{customer}"
+    await page.goto(target)
+    await expect(page.get_by_role("button", name=f"Lift {customer}")).to_be_visible()  # the session may lift
+    action = f"{target}/lift"
+    forged = await page.request.post(action, form={"csrf": "forged", "confirm": "yes", "missed_invoices": "bill"},
+                                     max_redirects=0)
+    assert forged.status == 403
+    missing = await page.request.post(action, form={"confirm": "yes", "missed_invoices": "bill"}, max_redirects=0)
+    assert missing.status in (403, 422)  # no form token at all: refused before any action
+    await marker_applied(producer, db, customer, space)
+    state = await db.fetchrow("SELECT suspended, version FROM customer_state WHERE customer_id = $1", customer)
+    assert (state["suspended"], state["version"]) == (True, 2)  # registered, suspended; nothing since
+    assert [action for action, _ in await history_actors(db, customer)] == ["register", "suspend", "register"]
+    assert not tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer, action="lift")
+    # The control: the same post with the page's own form token lifts.
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    genuine = await page.request.post(action, form={"csrf": csrf or "", "confirm": "yes", "missed_invoices": "bill"},
+                                      max_redirects=0)
+    assert genuine.status == 303
+
+    async def lifted() -> bool:
+        return await db.fetchval("SELECT NOT suspended FROM customer_state WHERE customer_id = $1", customer) is True
+
+    await wait_until(lifted, 30, "the genuine form's lift to be applied")
+    await page.close()
+
+
+async def test_a_revoked_tokens_console_session_stops_working(browser: Browser, console: str, db: asyncpg.Pool,
+                                                             producer: AIOKafkaProducer, tail: TopicTail) -> None:
+    space = uid("space")
+    name, operator = await named_token(db, Role.OPERATOR, space)
+    customer = uid("member")
+    await register_customers(producer, db, space, [customer])
+    await suspend_by_api(console, operator, space, customer)
+    page = await signed_in(browser, console, operator)
+    target = f"{console}/console/spaces/{space}/customers/{customer}"
+    await page.goto(target)
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    async with db.acquire() as conn:
+        assert await access.revoke_token(conn, name)
+    await page.reload()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()  # sent back to sign in
+    # A form posted with the old session and its form token is refused and changes nothing.
+    late = await page.request.post(f"{target}/lift", form={"csrf": csrf or "", "confirm": "yes",
+                                                            "missed_invoices": "bill"}, max_redirects=0)
+    assert late.status == 303 and late.headers["location"].startswith("/signin")
+    await marker_applied(producer, db, customer, space)
+    assert not tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer, action="lift")
+    assert await db.fetchval("SELECT suspended FROM customer_state WHERE customer_id = $1", customer) is True
+    await page.close()
+
+
+async def test_another_space_by_url_is_not_found(browser: Browser, console: str, db: asyncpg.Pool,
+                                                 producer: AIOKafkaProducer) -> None:
     mine, theirs = uid("space"), uid("space")
     customer = uid("member")
+    await register_customers(producer, db, theirs, [customer])
     await suspend_by_api(console, await token(db, Role.OPERATOR, theirs), theirs, customer)
     page = await signed_in(browser, console, await token(db, Role.ADMIN, mine))
     for url in (f"/console/spaces/{theirs}/customers/{customer}", f"/console/spaces/{theirs}/customers",
@@ -178,10 +260,12 @@ async def test_another_space_by_url_is_not_found(browser: Browser, console: str,
     await page.close()
 
 
-async def test_a_note_with_a_script_shows_as_text(browser: Browser, console: str, db: asyncpg.Pool) -> None:
+async def test_a_note_with_a_script_shows_as_text(browser: Browser, console: str, db: asyncpg.Pool,
+                                                  producer: AIOKafkaProducer) -> None:
     space = uid("space")
     operator = await token(db, Role.OPERATOR, space)
     customer, note = uid("member"), "<script>window.__pwned = 1</script><b>bold?</b>"
+    await register_customers(producer, db, space, [customer])
     await suspend_by_api(console, operator, space, customer, note)
     page = await signed_in(browser, console, operator)
     await page.goto(f"{console}/console/spaces/{space}/customers/{customer}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
 
 from suspensions import access
-from suspensions.access import Role
+from suspensions.access import TOKEN_PREFIX, Role
 from suspensions.local.processes import metric_total
+from tests.operator_support import auth, history_actors, register_customers, seed_customers
 from tests.support import TopicTail, WorkerProcess, uid, wait_for_http, wait_until
 from topics import SUSPENSION_COMMANDS
 from workers.runtime.config import Settings
@@ -33,6 +36,7 @@ class Tokens:
     operator: str
     operator_name: str
     viewer: str
+    viewer_name: str
     other: str  # an operator of the other space only
 
 
@@ -47,7 +51,8 @@ async def tokens(db: asyncpg.Pool) -> Tokens:
             "viewer": await access.create_token(conn, names["viewer"], Role.VIEWER, [space]),
             "other": await access.create_token(conn, names["other"], Role.OPERATOR, [other]),
         }
-    return Tokens(space, other, made["admin"], made["operator"], names["operator"], made["viewer"], made["other"])
+    return Tokens(space, other, made["admin"], made["operator"], names["operator"], made["viewer"], names["viewer"],
+                  made["other"])
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -57,68 +62,104 @@ async def api(workers: WorkerProcess) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def path(space: str, customer: str = "", tail: str = "") -> str:
     return f"/api/v1/spaces/{space}/customers" + (f"/{customer}" if customer else "") + tail
 
 
 async def test_who_may_do_what(api: httpx.AsyncClient, tokens: Tokens, workers: WorkerProcess,
-                               db: asyncpg.Pool, tail: TopicTail) -> None:
+                               db: asyncpg.Pool, tail: TopicTail, producer: AIOKafkaProducer) -> None:
     customer = uid("cust")
-    failures_before = await asyncio.to_thread(metric_total, workers.api_port, "suspensions_auth_failures_total")
+    await register_customers(producer, db, tokens.space, [customer])
+    failures_before = await asyncio.to_thread(metric_total, workers.http_port, "suspensions_auth_failures_total")
     assert (await api.get(path(tokens.space))).status_code == 401
     assert (await api.get(path(tokens.space), headers=auth("sus_not-a-token"))).status_code == 401
-    failures = await asyncio.to_thread(metric_total, workers.api_port, "suspensions_auth_failures_total")
+    failures = await asyncio.to_thread(metric_total, workers.http_port, "suspensions_auth_failures_total")
     assert failures >= failures_before + 2
 
     # An operator acts; the actor is taken from its token, whatever the request says.
     accepted = await api.post(path(tokens.space, customer, "/suspend"), headers=auth(tokens.operator),
                               json={"note": "unpaid deposit", "actor": "admin:someone-else"})
     assert accepted.status_code == 202 and accepted.json()["command_id"]
-    [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=customer)
+    [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=customer, action="suspend")
     assert command["actor"] == f"admin:{tokens.operator_name}" and command["source"] == "operator_api"
     applied = await api.post(path(tokens.space, customer, "/lift") + "?wait=true", headers=auth(tokens.operator),
                              json={"note": "paid", "missed_invoices": "waive"})
     assert applied.status_code == 200, applied.text
     assert applied.json()["outcome"] == "changed" and applied.json()["state"]["suspended"] is False
 
-    # A viewer reads but may not act.
+    # A viewer reads but may not act: after its refused suspend, a marker for the same customer (same
+    # partition, so applied after anything published before it) is applied, and nothing of the viewer.
     assert (await api.get(path(tokens.space, customer), headers=auth(tokens.viewer))).status_code == 200
     refused = await api.post(path(tokens.space, customer, "/suspend"), headers=auth(tokens.viewer), json={})
     assert refused.status_code == 403
+    marker = await api.post(path(tokens.space, customer, "/lift") + "?wait=true", headers=auth(tokens.operator),
+                            json={"note": "marker"})
+    assert marker.status_code == 200 and marker.json()["outcome"] == "noop"
+    viewer = f"admin:{tokens.viewer_name}"
+    assert not [c for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer) if c["actor"] == viewer]
     history = (await api.get(path(tokens.space, customer, "/history"), headers=auth(tokens.viewer))).json()
-    assert [(h["action"], h["actor"]) for h in history] == [("suspend", f"admin:{tokens.operator_name}"),
-                                                            ("lift", f"admin:{tokens.operator_name}")]
+    operator = f"admin:{tokens.operator_name}"
+    assert [(h["action"], h["actor"], h["outcome"]) for h in history] == [
+        ("register", "system", "changed"), ("suspend", operator, "changed"), ("lift", operator, "changed"),
+        ("lift", operator, "noop")]
+    assert history[-1]["note"] == "marker"
     # Only admins see the lag.
     assert (await api.get("/api/v1/lag", headers=auth(tokens.operator))).status_code == 403
     lag = await api.get("/api/v1/lag", headers=auth(tokens.admin))
     assert lag.status_code == 200 and {g["group"] for g in lag.json()} >= {"suspensions-state"}
 
 
-async def test_another_space_answers_as_nothing(api: httpx.AsyncClient, tokens: Tokens) -> None:
+async def test_another_space_answers_as_nothing(api: httpx.AsyncClient, tokens: Tokens, db: asyncpg.Pool,
+                                                producer: AIOKafkaProducer, tail: TopicTail) -> None:
     customer = uid("cust")
+    await register_customers(producer, db, tokens.other_space, [customer])
     made = await api.post(path(tokens.other_space, customer, "/suspend") + "?wait=true", headers=auth(tokens.other),
                           json={})
     assert made.status_code == 200
-    theirs = await api.get(path(tokens.other_space, customer), headers=auth(tokens.operator))
-    missing = await api.get(path(tokens.space, uid("nobody")), headers=auth(tokens.operator))
-    assert (theirs.status_code, theirs.json()) == (missing.status_code, missing.json()) == (404, {"detail": "not found"})
-    for probe in (path(tokens.other_space), path(tokens.other_space, customer, "/history"),
-                  f"/api/v1/spaces/{tokens.other_space}/invoices/dropped"):
-        assert (await api.get(probe, headers=auth(tokens.operator))).status_code == 404
+    not_found = (404, {"detail": "not found"})
+
+    async def answer(url: str) -> tuple[int, Any]:
+        response = await api.get(url, headers=auth(tokens.operator))
+        return response.status_code, response.json()
+
+    # Each probe of the other space answers exactly as the same probe of nothing at all.
+    nowhere = uid("space")
+    pairs = [(path(tokens.other_space, customer), path(tokens.space, uid("nobody"))),
+             (path(tokens.space, customer), path(tokens.space, uid("nobody"))),  # theirs, asked as ours
+             (path(tokens.other_space), path(nowhere)),
+             (path(tokens.other_space, customer, "/history"), path(tokens.space, uid("nobody"), "/history")),
+             (path(tokens.space, customer, "/history"), path(tokens.space, uid("nobody"), "/history")),
+             (f"/api/v1/spaces/{tokens.other_space}/invoices/dropped", f"/api/v1/spaces/{nowhere}/invoices/dropped")]
+    for theirs, nothing in pairs:
+        assert await answer(theirs) == await answer(nothing) == not_found, theirs
     acting = await api.post(path(tokens.other_space, customer, "/lift"), headers=auth(tokens.operator), json={})
-    assert acting.status_code == 404
-    # The customer of the other space is untouched by that attempt.
-    state = await api.get(path(tokens.other_space, customer), headers=auth(tokens.other))
-    assert state.json()["suspended"] is True and state.json()["version"] == 1
+    assert (acting.status_code, acting.json()) == not_found
+    # The refused lift sent nothing: a marker lift by the space's own operator, on the same partition, is
+    # the one that lifts, and no command of the refused operator reached the topic or the history.
+    marker = await api.post(path(tokens.other_space, customer, "/lift") + "?wait=true", headers=auth(tokens.other),
+                            json={"note": "marker"})
+    assert marker.status_code == 200 and marker.json()["outcome"] == "changed"
+    refused_actor = f"admin:{tokens.operator_name}"
+    assert not [c for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer)
+                if c["actor"] == refused_actor]
+    assert refused_actor not in {actor for _, actor in await history_actors(db, customer)}
+    assert marker.json()["state"]["version"] == 3  # registered, suspended, lifted by the marker: nothing between
+
+
+async def test_a_well_formed_token_with_a_wrong_secret_is_refused(api: httpx.AsyncClient, tokens: Tokens) -> None:
+    assert (await api.get(path(tokens.space), headers=auth(tokens.viewer))).status_code == 200
+    secret = tokens.viewer.removeprefix(TOKEN_PREFIX)
+    altered = TOKEN_PREFIX + secret[:-4] + ("AAAA" if secret[-4:] != "AAAA" else "BBBB")
+    for token in (altered, TOKEN_PREFIX + secrets.token_urlsafe(32)):  # the shape of a real one, not its secret
+        refused = await api.get(path(tokens.space), headers=auth(token))
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", token
 
 
 async def test_bad_input_is_422_field_by_field_and_nothing_is_sent(api: httpx.AsyncClient, tokens: Tokens,
-                                                                   tail: TopicTail) -> None:
+                                                                   tail: TopicTail, db: asyncpg.Pool,
+                                                                   producer: AIOKafkaProducer) -> None:
     customer = uid("cust")
+    await register_customers(producer, db, tokens.space, [customer])
     long_note = await api.post(path(tokens.space, customer, "/suspend"), headers=auth(tokens.operator),
                                json={"note": "x" * 2001})
     assert long_note.status_code == 422 and long_note.json()["detail"][0]["loc"] == ["body", "note"]
@@ -132,12 +173,17 @@ async def test_bad_input_is_422_field_by_field_and_nothing_is_sent(api: httpx.As
     long_id = await api.post(path(tokens.space, too_long_id, "/suspend"), headers=auth(tokens.operator), json={})
     assert long_id.status_code == 422 and "customer_id" in long_id.json()["detail"][0]["loc"]
     # A marker on the same partition (same key) behind them: none of them was published.
-    await api.post(path(tokens.space, customer, "/suspend") + "?wait=true", headers=auth(tokens.operator), json={})
-    assert len(tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer)) == 1
+    marker = await api.post(path(tokens.space, customer, "/suspend") + "?wait=true", headers=auth(tokens.operator),
+                            json={})
+    assert marker.status_code == 200
+    assert [c["action"] for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer)] == ["register",
+                                                                                                   "suspend"]
 
 
-async def test_pages_are_stable_and_complete(api: httpx.AsyncClient, tokens: Tokens) -> None:
+async def test_pages_are_stable_and_complete(api: httpx.AsyncClient, tokens: Tokens, db: asyncpg.Pool,
+                                             producer: AIOKafkaProducer) -> None:
     space_customers = sorted(f"{uid('page')}" for _ in range(5))
+    await register_customers(producer, db, tokens.space, space_customers)
     for customer in space_customers:
         response = await api.post(path(tokens.space, customer, "/suspend") + "?wait=true",
                                   headers=auth(tokens.operator), json={})
@@ -153,8 +199,10 @@ async def test_pages_are_stable_and_complete(api: httpx.AsyncClient, tokens: Tok
     assert seen == space_customers
 
 
-async def test_bulk_csv_reports_every_line(api: httpx.AsyncClient, tokens: Tokens) -> None:
+async def test_bulk_csv_reports_every_line(api: httpx.AsyncClient, tokens: Tokens, db: asyncpg.Pool,
+                                           producer: AIOKafkaProducer) -> None:
     customers = [uid("bulk") for _ in range(20)]
+    await register_customers(producer, db, tokens.space, customers)
     body = "customer_id,space_id,note\n" + "".join(f"{c},{tokens.space},bulk test\n" for c in customers)
     body += "only-one-column\n" + f"{uid('x')},{tokens.other_space}\n"
     started = await api.post(f"/api/v1/spaces/{tokens.space}/bulk", content=body.encode(),
@@ -191,16 +239,18 @@ async def test_wait_answers_504_when_nothing_applies(isolated: Settings, tmp_pat
         token = await access.create_token(conn, uid("op"), Role.OPERATOR, ["lonely"])
     finally:
         await conn.close()
+    customer = uid("cust")
+    await seed_customers(isolated.database_url, "lonely", [customer])
     process = WorkerProcess(isolated, ("api",), log_path=tmp_path / "api.log").start()
     try:
         await wait_for_http(f"http://127.0.0.1:{process.api_port}/healthz")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{process.api_port}", timeout=30) as client:
             started = time.monotonic()
-            response = await client.post(path("lonely", uid("cust"), "/suspend") + "?wait=true&timeout=1",
+            response = await client.post(path("lonely", customer, "/suspend") + "?wait=true&timeout=1",
                                          headers=auth(token), json={})
             assert response.status_code == 504 and "not applied in time" in response.json()["detail"]
             assert time.monotonic() - started < 10
-        count = await asyncio.to_thread(metric_total, process.api_port, "suspensions_http_request_duration_seconds_count",
+        count = await asyncio.to_thread(metric_total, process.http_port, "suspensions_http_request_duration_seconds_count",
                                         route="/api/v1/spaces/{space}/customers/{customer}/suspend", status="504")
         assert count == 1
     finally:
@@ -217,7 +267,9 @@ async def test_a_bulk_job_whose_api_process_died_reads_as_interrupted(isolated: 
     finally:
         await conn.close()
     fast = {"SUSPENSIONS_API_BULK_HEARTBEAT_S": "0.5"}  # stale after 1.5 s
-    body = "customer_id,space_id\n" + "".join(f"{uid('cust')},{space}\n" for _ in range(5))
+    customers = [uid("cust") for _ in range(5)]
+    await seed_customers(isolated.database_url, space, customers)
+    body = "customer_id,space_id\n" + "".join(f"{customer},{space}\n" for customer in customers)
 
     def marked_at(seen: dict[str, Any]) -> datetime:
         return datetime.fromisoformat(seen["updated_at"])

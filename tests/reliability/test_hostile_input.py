@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.integration import builders
-from tests.support import TopicTail, WorkerProcess, send, uid
+from tests.support import TopicTail, WorkerProcess, now_iso, publish_setting, send, uid
 from topics import (
     CRM_OPPORTUNITIES,
     CUSTOMER_PLAN_CHANGES,
@@ -19,6 +19,10 @@ from topics import (
     DEADLETTER,
     INVOICE_JOBS,
     INVOICE_JOBS_ACCEPTED,
+    SETTINGS_CRM_STAGES,
+    SETTINGS_PLANS,
+    SETTINGS_SIGNUP,
+    SETTINGS_SPACES,
     SUSPENSION_COMMANDS,
     SUSPENSION_STATE,
 )
@@ -187,15 +191,26 @@ CORPUS: list[tuple[str, str, object, str]] = [
 ]
 
 
-def _follow_up(topic: str, key: str) -> tuple[str, dict[str, object], str, dict[str, object]]:
-    """An ordinary record for the same key (so the same partition), and what its effect looks like."""
+async def _follow_up(topic: str, key: str, producer: AIOKafkaProducer,
+                     workers: WorkerProcess) -> tuple[dict[str, object], str, dict[str, object]]:
+    """An ordinary record of the same topic and key (so the same partition) whose effect can be seen, and
+    where: for plan changes and CRM events, a setting on first makes the event suspend its customer."""
+    space = uid("space")
     if topic == INVOICE_JOBS.name:
-        job = builders.invoice_job(key, uid("space"))
-        return topic, job, INVOICE_JOBS_ACCEPTED.name, {"job_id": job["job_id"]}
+        job = builders.invoice_job(key, space)
+        return job, INVOICE_JOBS_ACCEPTED.name, {"job_id": job["job_id"]}
     if topic == SUSPENSION_COMMANDS.name:
-        return topic, builders.command(key, uid("space")), SUSPENSION_STATE.name, {"customer_id": key}
-    # Any customer event: the signup of a space without settings admits its customer.
-    return CUSTOMER_SIGNUPS.name, builders.signup(key, uid("space")), SUSPENSION_STATE.name, {"customer_id": key}
+        return builders.command(key, space), SUSPENSION_STATE.name, {"customer_id": key}
+    if topic == CUSTOMER_PLAN_CHANGES.name:
+        plan = uid("plan")
+        await publish_setting(producer, workers, SETTINGS_PLANS.name, plan, builders.plan_setting(space, plan, True))
+        return builders.plan_change(key, space, plan), SUSPENSION_STATE.name, {"customer_id": key}
+    if topic == CRM_OPPORTUNITIES.name:
+        board, stage = uid("board"), uid("stage")
+        await publish_setting(producer, workers, SETTINGS_CRM_STAGES.name, f"{board}/{stage}",
+                              builders.stage_setting(space, board, stage, True))
+        return builders.opportunity(key, space, board, stage), SUSPENSION_STATE.name, {"customer_id": key}
+    return builders.signup(key, space), SUSPENSION_STATE.name, {"customer_id": key}
 
 
 @pytest.mark.parametrize(("case", "topic", "build", "error_part"), CORPUS, ids=[c[0] for c in CORPUS])
@@ -205,20 +220,47 @@ async def test_poison_record_then_the_next_record_of_its_partition(
 ) -> None:
     key = uid("poison")
     assert callable(build)
+    follow_record, effect_topic, effect = await _follow_up(topic, key, big_producer, workers)
     await send(big_producer, topic, key, build(key))
-    follow_topic, follow_record, effect_topic, effect = _follow_up(topic, key)
-    await send(big_producer, follow_topic, key, follow_record)
+    await send(big_producer, topic, key, follow_record)
 
+    [letter] = await tail.wait_for(DEADLETTER.name, timeout_s=60, key=key, source_topic=topic)
+    assert error_part in letter["error"], letter["error"]
     [applied] = await tail.wait_for(effect_topic, timeout_s=60, **effect)
-    # The poison record was read before its follow-up on the same partition: its dead letter is there.
-    letters = [letter for letter in tail.matching(DEADLETTER.name, key=key) if letter["source_topic"] == topic]
-    assert len(letters) == 1, letters
-    assert error_part in letters[0]["error"], letters[0]["error"]
     if effect_topic == SUSPENSION_STATE.name:
         assert applied["version"] == 1  # applied once, and nothing of the poison record before it
         assert await db.fetchval("SELECT count(*) FROM command_history WHERE customer_id = $1", key) == 1
     else:
         assert await db.fetchval("SELECT count(*) FROM invoice_decisions WHERE customer_id = $1", key) == 1
+    assert len(tail.matching(DEADLETTER.name, key=key)) == 1  # once, also now that its successor is through
+    assert workers.running.poll() is None, "the worker process stopped"
+
+
+SETTINGS_CORPUS = [
+    ("an unknown time zone", SETTINGS_SPACES.name, {"time_zone": "Mars/Olympus_Mons"}, "time_zone"),
+    ("a time zone with a NUL", SETTINGS_SPACES.name, {"time_zone": f"Europe/London{chr(0)}"}, CONTROL),
+    ("a space id with a NUL", SETTINGS_SIGNUP.name, {"space_id": f"space{chr(0)}"}, CONTROL),
+]
+
+
+@pytest.mark.parametrize(("case", "topic", "change", "error_part"), SETTINGS_CORPUS,
+                         ids=[c[0] for c in SETTINGS_CORPUS])
+async def test_poison_setting_then_the_next_setting_of_its_key(
+    workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, case: str, topic: str,
+    change: dict[str, object], error_part: str,
+) -> None:
+    space = uid("space")
+    good = ({"space_id": space, "time_zone": "Europe/Lisbon", "updated_at": now_iso()} if topic == SETTINGS_SPACES.name
+            else builders.signup_setting(space, True))
+    await publish_setting(producer, workers, topic, space, good | change)
+    await publish_setting(producer, workers, topic, space, good)  # folded after the poison, by the same worker
+    [letter] = await tail.wait_for(DEADLETTER.name, key=space, source_topic=topic)
+    assert error_part in letter["error"], letter["error"]
+    if topic == SETTINGS_SIGNUP.name:  # the good setting is in force: a signup of the space is suspended
+        customer = uid("cust")
+        await send(producer, CUSTOMER_SIGNUPS.name, customer, builders.signup(customer, space))
+        [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
+        assert state["suspended"] is True
     assert workers.running.poll() is None, "the worker process stopped"
 
 

@@ -142,9 +142,24 @@ class Settings(BaseSettings):
     # The operator API and console (`suspensions run api`).
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    # The API process's own PostgreSQL pool: a request that gets no connection within the timeout
+    # answers 503 with Retry-After instead of queueing without bound behind the others.
+    api_pool_size: int = Field(default=10, ge=1)
+    api_pool_timeout_s: float = Field(default=5.0, gt=0)
+    # Bulk jobs one token may run at once (across every API process); beyond, 429 with Retry-After.
+    api_max_bulk_jobs_per_token: int = Field(default=2, ge=1)
     # A running bulk job's process marks it alive this often; a job unmarked for three intervals
     # (its process died) reads as failed, interrupted.
     api_bulk_heartbeat_s: float = Field(default=5.0, gt=0)
+    # The HTTP edge (suspensions/api/edge.py). A bulk CSV (API or console upload) larger than this, or
+    # of more lines, answers 413 before it is read further; every other body is refused above 1 MiB.
+    api_max_bulk_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    api_max_bulk_lines: int = Field(default=100_000, ge=1)
+    # Failed authentications (bearer token, console sign-in, session cookie) one client address may
+    # make in a minute; then its authentications answer 429 until the oldest failure is a minute old.
+    api_auth_failures_per_minute: int = Field(default=20, ge=1)
+    # A console session unused this long ends, besides its absolute lifetime (12 h).
+    api_session_idle_s: float = Field(default=1800.0, gt=0)
 
     # HTTP endpoint of /metrics, /healthz and /readyz; 0 disables it.
     http_port: int = Field(default=0, ge=0, le=65535)

@@ -1,5 +1,20 @@
-// Progressive enhancement only: every page works without it. A running bulk job refreshes its progress.
+// Progressive enhancement only: every page works without it. The Content-Security-Policy allows no
+// inline script, so every behaviour of a page is wired here, from data attributes and classes.
 (function () {
+  // Switching space goes to that space's customers.
+  const spaces = document.querySelector("select.space-switch");
+  if (spaces) {
+    spaces.addEventListener("change", () => {
+      location.href = "/console/spaces/" + encodeURIComponent(spaces.value) + "/customers";
+    });
+  }
+
+  // A filter that applies as soon as it changes (its form still has a submit button).
+  document.querySelectorAll("[data-submits-form]").forEach((input) => {
+    input.addEventListener("change", () => input.form && input.form.submit());
+  });
+
+  // A running bulk job refreshes its progress.
   const job = document.getElementById("bulk-job");
   if (!job || job.dataset.status !== "running") return;
   const poll = async () => {
