@@ -47,17 +47,27 @@ async def test_state_worker_dead_letters_what_postgresql_refuses(isolated: Setti
     # The same customers again, after the poison, on the same partitions: they must be applied.
     follow_ups = [builders.command(stream[position]["customer_id"], space, note="ok") for position in poisoned]
     await produce(isolated, SUSPENSION_COMMANDS.name, stream + follow_ups)  # all there before the worker reads
+    # And one the contract refuses, in the same batch: the failed attempts that contained it must not log or
+    # count its dead letter again (only the published letter is).
+    undecodable = uid("c")
+    await produce(isolated, SUSPENSION_COMMANDS.name, [builders.command(undecodable, space, action="ban")])
 
     worker = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state.log").start()
     try:
         await worker.wait_ready()
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM command_history", 2_000, 120,
                              "every command but the refused ones applied")
-        letters = await wait_until(lambda: _letters(isolated, 3), 30, "three dead letters")
+        letters = await wait_until(lambda: _letters(isolated, 4), 30, "four dead letters")
         assert worker.running.poll() is None, "the state worker stopped"
         assert worker.metric("suspensions_poison_records_total", worker="state") == 3
+        assert worker.metric("suspensions_dead_letters_total", topic=SUSPENSION_COMMANDS.name) == 4
     finally:
         worker.stop()
+    logged = [line for line in (tmp_path / "state.log").read_text().splitlines() if '"dead letter"' in line]
+    assert len(logged) == 4, logged  # once per record, with where it is
+    assert all('"partition"' in line and '"offset"' in line for line in logged)
+    assert not any("poison-a" in line or "cast-abc" in line for line in logged)  # the values stay in the letter
+    letters = [letter for letter in letters if orjson.loads(letter["value"])["customer_id"] != undecodable]
 
     refused = {stream[position]["command_id"] for position in poisoned}
     assert {orjson.loads(letter["value"])["command_id"] for letter in letters} == refused

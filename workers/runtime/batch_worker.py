@@ -182,7 +182,20 @@ class BatchWorker:
     async def _process(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         started = time.perf_counter()
         records = [record for batch in batches.values() for record in batch]
-        if not await self._retry(functools.partial(self._apply, records), "postgresql"):
+        partitions = sorted(tp.partition for tp in batches)
+        rejected: set[tuple[int, int]] = set()  # (partition, offset) of the records dead-lettered alone
+        attempts = 0
+
+        async def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                # An earlier attempt may have committed some chunks of a split batch before a transient
+                # failure: their rows are published first, so nothing this attempt publishes overtakes them.
+                await self.outbox.publish_left_over(partitions)
+            await self._apply(records, rejected)
+
+        if not await self._retry(attempt, "postgresql"):
             # A failed attempt may have committed before its connection broke: its outbox
             # rows are published by the flush, since the retry finds the commands done.
             self.outbox_to_flush.update(self.assigned)
@@ -193,8 +206,8 @@ class BatchWorker:
             self._committer = asyncio.create_task(self._commit_pending(consumer))
         self.metrics.batch_seconds.labels(worker=self.name).observe(time.perf_counter() - started)
 
-    async def _apply(self, records: list[ConsumerRecord]) -> None:
-        committed = await isolate(records, self._commit, self._reject)
+    async def _apply(self, records: list[ConsumerRecord], rejected: set[tuple[int, int]]) -> None:
+        committed = await isolate(records, self._commit, functools.partial(self._reject, rejected))
         self.health.database_ok = True
         outgoing = [record for _, part in committed for record in part]
         await self._retry(functools.partial(self._publish, outgoing), "kafka")
@@ -207,8 +220,12 @@ class BatchWorker:
         return [await self.outbox.commit(functools.partial(self.handler.handle, records=records),
                                          {record.partition for record in records})]
 
-    async def _reject(self, record: ConsumerRecord, error: BaseException) -> list[tuple[list[int], list[OutgoingRecord]]]:
-        """Dead-letter the one record that a batch could not be applied with, and commit the letter."""
+    async def _reject(self, rejected: set[tuple[int, int]], record: ConsumerRecord,
+                      error: BaseException) -> list[tuple[list[int], list[OutgoingRecord]]]:
+        """Dead-letter the one record that a batch could not be applied with, and commit the letter (once: a
+        retried batch finds it committed and published by the retry's start)."""
+        if (record.partition, record.offset) in rejected:
+            return []
         label = cause(error)
         self.metrics.poison_records.labels(worker=self.name, cause=label).inc()
         letter = dead_letter(record, f"refused while being applied: {describe(error)}", self.name, self.metrics,
@@ -217,7 +234,9 @@ class BatchWorker:
         async def letter_only(_: asyncpg.Connection) -> list[OutgoingRecord]:
             return [letter]
 
-        return [await self.outbox.commit(letter_only, {record.partition})]
+        committed = await self.outbox.commit(letter_only, {record.partition})
+        rejected.add((record.partition, record.offset))
+        return [committed]
 
     async def _flush_outbox(self) -> None:
         partitions = sorted(self.outbox_to_flush)

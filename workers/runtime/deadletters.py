@@ -39,24 +39,27 @@ class SourceRecord(Protocol):
 
 def dead_letter(record: SourceRecord, error: str, worker: str, metrics: Metrics,
                 log_reason: str | None = None) -> OutgoingRecord:
-    """The dead letter of one record; logged once with where the record is and why (``log_reason`` when the
-    error text may quote the record's values, which the log must not hold: the letter does)."""
+    """The dead letter of one record. Logged and counted once it is published (once per record, however
+    often a failing batch made it), with where the record is and why: ``log_reason`` when the error text
+    may quote the record's values, which the log must not hold (the letter does)."""
     letter = DeadLetter.for_record(
         topic=record.topic, partition=record.partition, offset=record.offset,
         key=record.key, value=record.value, error=error, worker=worker,
     )
-    metrics.dead_letters.labels(topic=record.topic).inc()
-    log.warning(
-        "dead letter",
-        extra={"worker": worker, "topic": record.topic, "partition": record.partition,
-               "offset": record.offset, "error": error if log_reason is None else log_reason},
-    )
+    where = {"worker": worker, "topic": record.topic, "partition": record.partition, "offset": record.offset,
+             "error": error if log_reason is None else log_reason}
+
+    def published() -> None:
+        metrics.dead_letters.labels(topic=where["topic"]).inc()
+        log.warning("dead letter", extra=where)
+
     return OutgoingRecord(
         topic=DEADLETTER.name,
         key=dead_letter_key(record.key),
         value=encode(letter),
         record_id=f"{record.topic}:{record.partition}:{record.offset}",
         source_partition=record.partition,
+        on_published=published,
     )
 
 

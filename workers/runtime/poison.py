@@ -5,8 +5,10 @@ exception, a constraint), Python cannot represent it, or what it produces is lar
 takes. Retrying such a batch fails forever and stops every record behind it, so the batch workers
 split it until the refused record stands alone (``isolate``), dead-letter that record with the
 error, and apply the rest exactly once. Transient failures (connection lost, deadlock, serialization)
-are not poison: they are retried as before. Anything else (a bug, a missing table) is neither and
-still stops the worker, where its log says why.
+are not poison: they are retried as before. Anything else (a TypeError, KeyError or AttributeError of a
+bug, a missing table or column, a permission refused) is neither and still stops the worker, where its
+log says why. A ValueError counts as the record's fault: in these workers it comes from the values
+(pydantic's ValidationError, a UnicodeError, asyncpg refusing to encode an argument).
 """
 
 from __future__ import annotations

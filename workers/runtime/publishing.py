@@ -8,7 +8,7 @@ record's id travels in the header its topic declares in the catalogue (``TopicSp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -32,6 +32,9 @@ class OutgoingRecord:
     source_partition: int = 0  # the partition of the record that caused it (groups the outbox rows)
     event_time: float | None = None  # for the latency metric only; not stored
     extra_headers: tuple[tuple[str, bytes], ...] = ()  # e.g. CloudEvents attributes; stored in the outbox
+    # Run once the broker acknowledged the record (a dead letter's log line and count): not at creation,
+    # since a batch that fails and is split makes its records again. Not stored in the outbox.
+    on_published: Callable[[], None] | None = None
 
     def headers(self) -> list[tuple[str, bytes]]:
         if self.record_id is None:
@@ -66,7 +69,16 @@ def command_record(command: SuspensionCommand, source_partition: int = 0) -> Out
 
 async def publish_all(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]) -> None:
     """Send every record and wait until the broker acknowledged all of them."""
+    records = list(records)
     await asyncio.gather(*await send_all(producer, records))
+    report_published(records)
+
+
+def report_published(records: Iterable[OutgoingRecord]) -> None:
+    """Run what waits for each record's acknowledgement (``on_published``)."""
+    for record in records:
+        if record.on_published is not None:
+            record.on_published()
 
 
 async def send_all(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]) -> list[asyncio.Future[object]]:
