@@ -25,7 +25,7 @@ from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS
 from workers.runtime.context import WorkerContext
 from workers.runtime.deadletters import check_customer_key, dead_letter
 from workers.runtime.poison import cause, describe, is_poison
-from workers.runtime.publishing import OutgoingRecord, command_record, publish_all, send_all
+from workers.runtime.publishing import OutgoingRecord, command_record, publish_all, report_published, send_all
 from workers.triggers.lean_faust import LeanApp, faust_app, raw_topic, take_batches
 from workers.triggers.rules import (
     SettingsSnapshot,
@@ -119,6 +119,7 @@ def build_app(context: WorkerContext) -> LeanApp:
         def count_emitted() -> None:
             for reason, count in emitted.items():
                 metrics.commands_emitted.labels(reason=reason).inc(count)
+            report_published(outgoing)
 
         # Acknowledged by the broker before any offset at or past these events is committed.
         await app.unacknowledged.add(await send_all(producer, outgoing), on_acknowledged=count_emitted)

@@ -3,9 +3,8 @@
 Settings topics are keyed by space, plan or stage while events are keyed by
 customer, so a partitioned faust table would give each instance only some
 settings. Like a Kafka Streams global table, this reads every partition of the
-settings topics from the beginning up to the high watermark seen on fetch
-(``end_offsets`` is unreliable on the local broker), then opens ``ready`` and
-keeps following updates. It never writes to a settings topic.
+settings topics to their end (``workers/runtime/compacted.py``), then opens ``ready``
+and keeps following updates. It never writes to a settings topic.
 """
 
 from __future__ import annotations
@@ -15,13 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from models import ContractModel, CrmStageSetting, DecodeError, PlanSetting, SignupSetting, SpaceSetting, decode
 from topics import SETTINGS_CRM_STAGES, SETTINGS_PLANS, SETTINGS_SIGNUP, SETTINGS_SPACES, SETTINGS_TOPICS
+from workers.runtime.compacted import read_compacted
 from workers.runtime.config import Settings
-from workers.runtime.kafka import caught_up, make_consumer
 from workers.runtime.metrics import Metrics
 from workers.triggers.rules import SettingsSnapshot
 
@@ -73,27 +71,14 @@ class SettingsTable:
     async def run(self) -> None:
         # Settings change rarely: polling them every 10 ms (the local fetch wait) cost the broker as
         # much as the event stream itself; within 100 ms is soon enough for a changed setting.
-        consumer = make_consumer(self._settings, None, fetch_max_wait_ms=max(
-            self._settings.kafka_fetch_max_wait_ms, SETTINGS_FETCH_MAX_WAIT_MS))
-        await consumer.start()
-        try:
-            partitions = await self._all_partitions(consumer)
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=5_000)
-                for records in batches.values():
-                    for record in records:
-                        await self._apply(record)
-                if not self.ready.is_set() and await caught_up(consumer, partitions):
-                    log.info(
-                        "settings loaded",
-                        extra={"signup": len(self.snapshot.signup), "plans": len(self.snapshot.plans),
-                               "crm_stages": len(self.snapshot.crm_stages)},
-                    )
-                    self.ready.set()
-        finally:
-            await consumer.stop()
+        await read_compacted(self._settings, [spec.name for spec in SETTINGS_TOPICS], self._apply,
+                             on_caught_up=self._loaded, follow=True,
+                             fetch_max_wait_ms=max(self._settings.kafka_fetch_max_wait_ms, SETTINGS_FETCH_MAX_WAIT_MS))
+
+    def _loaded(self) -> None:
+        log.info("settings loaded", extra={"signup": len(self.snapshot.signup), "plans": len(self.snapshot.plans),
+                                           "crm_stages": len(self.snapshot.crm_stages)})
+        self.ready.set()
 
     async def _apply(self, record: ConsumerRecord) -> None:
         try:
@@ -101,16 +86,3 @@ class SettingsTable:
         except DecodeError as error:
             await self._reject(record, str(error))
         self._metrics.settings_records.labels(topic=record.topic).inc()
-
-    @staticmethod
-    async def _all_partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        partitions: list[TopicPartition] = []
-        for spec in SETTINGS_TOPICS:
-            ids = consumer.partitions_for_topic(spec.name)
-            while ids is None:  # metadata not fetched yet, or the topic was just created
-                await consumer.topics()
-                ids = consumer.partitions_for_topic(spec.name)
-                if ids is None:
-                    await asyncio.sleep(0.2)
-            partitions.extend(TopicPartition(spec.name, p) for p in sorted(ids))
-        return partitions
