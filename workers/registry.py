@@ -28,7 +28,7 @@ from workers.billing.handler import BillingHandler
 from workers.runtime.batch_worker import BatchWorker
 from workers.runtime.config import Settings
 from workers.runtime.context import RunnableWorker, WorkerContext
-from workers.state.scheduler import StateWorker
+from workers.state.worker import StateWorker
 from workers.triggers.app import TriggersWorker
 
 

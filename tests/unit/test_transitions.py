@@ -117,7 +117,7 @@ def test_register_decides_an_unknown_customer_and_never_rewrites_a_known_one() -
 
 def test_each_change_has_its_event_type() -> None:
     from models import EventType
-    from workers.state.handler import ScheduleChange, event_type
+    from workers.state.transitions import ScheduleChange, event_type
 
     admitted = apply_command(None, cmd(Action.REGISTER, Reason.SIGNUP), NOW).state
     assert admitted is not None
@@ -138,8 +138,8 @@ def test_hot_path_event_encoding_equals_the_contract_model() -> None:
     from aiokafka.structs import ConsumerRecord
 
     from models import Cause, LifecycleEvent, decode, encode
-    from workers.state.handler import lifecycle_record, schedule_change
-    from workers.state.transitions import Applied
+    from workers.state.handler import lifecycle_record
+    from workers.state.transitions import Applied, schedule_change
 
     command = SuspensionCommand(command_id="k9", issued_at=T0, space_id="s1", customer_id="c1", action=Action.LIFT,
                                 reason=Reason.MANUAL, actor="admin:ops", note="paid", missed_invoices=MissedInvoices.WAIVE,

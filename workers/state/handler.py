@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -31,7 +30,7 @@ from workers.runtime.db.repository import HistoryRow, ScheduleRow
 from workers.runtime.deadletters import dead_letter, decode_customer_records
 from workers.runtime.metrics import Metrics
 from workers.runtime.publishing import OutgoingRecord, cloudevent_headers
-from workers.state.transitions import Applied, Outcome, plan_batch
+from workers.state.transitions import Applied, Outcome, ScheduleChange, event_type, plan_batch, schedule_change
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ class StateHandler:
                 outputs[applied.position] = [state_record(state, record, command.issued_at.timestamp(), now, occurred_at)]
                 changes.append((applied, change))
                 if change.added or change.ended:
-                    schedules.update((row.schedule_id, row) for row in change.rows(applied, record.partition, now))
+                    schedules.update((row.schedule_id, row) for row in schedule_rows(change, applied, record.partition, now))
                 if transition.settle_missed_invoices is not None:
                     settlements.setdefault(command.customer_id, applied)
 
@@ -150,62 +149,19 @@ def state_record(state: CustomerState, record: ConsumerRecord, event_time: float
 STATE_EVENT_TYPE = "suspensions.state"
 
 
-@dataclass(slots=True)
-class ScheduleChange:
-    """What one applied command did to the customer's schedules (from the state before and after)."""
-
-    added: list[ScheduledEntry]  # new, or moved to another moment
-    ended: list[ScheduledEntry]  # fired or cancelled
-    fired: ScheduledEntry | None  # the schedule this command carried out
-    fired_delay_ms: int | None
-
-    def rows(self, applied: Applied, partition: int, now: datetime) -> list[ScheduleRow]:
-        command = applied.command
-
-        def row(entry: ScheduledEntry, status: str) -> ScheduleRow:
-            fired = status == "fired"
-            return ScheduleRow(entry.schedule_id, command.customer_id, command.space_id, entry.action, entry.at,
-                               entry.missed_invoices, entry.actor, entry.note, partition, status, command.command_id,
-                               now, now if fired else None, self.fired_delay_ms if fired else None)
-
-        return ([row(entry, "pending") for entry in self.added]
-                + [row(entry, "fired" if entry is self.fired else "cancelled") for entry in self.ended])
-
-
-def schedule_change(applied: Applied, now: datetime) -> ScheduleChange:
-    before = applied.previous.scheduled if applied.previous is not None else ()
-    state = applied.transition.state
-    after = state.scheduled if state is not None and applied.transition.outcome is Outcome.CHANGED else before
-    if not before and not after:  # nearly every command
-        return ScheduleChange([], [], None, None)
-    held = {entry.schedule_id: entry for entry in before}
-    kept = {entry.schedule_id for entry in after}
-    added = [entry for entry in after if held.get(entry.schedule_id) != entry]
-    ended = [entry for entry in before if entry.schedule_id not in kept]
+def schedule_rows(change: ScheduleChange, applied: Applied, partition: int, now: datetime) -> list[ScheduleRow]:
+    """The ``schedules`` rows one applied command writes: its new or moved schedules, pending; the ones it
+    fired or cancelled, ended."""
     command = applied.command
-    fired = next((entry for entry in ended if entry.schedule_id == command.schedule_id
-                  and command.action is not Action.CANCEL_SCHEDULE), None)
-    delay = max(0, round((now - fired.at).total_seconds() * 1000)) if fired is not None else None
-    return ScheduleChange(added, ended, fired, delay)
 
+    def row(entry: ScheduledEntry, status: str) -> ScheduleRow:
+        fired = status == "fired"
+        return ScheduleRow(entry.schedule_id, command.customer_id, command.space_id, entry.action, entry.at,
+                           entry.missed_invoices, entry.actor, entry.note, partition, status, command.command_id,
+                           now, now if fired else None, change.fired_delay_ms if fired else None)
 
-def event_type(command: SuspensionCommand, previous: CustomerState | None, state: CustomerState,
-               change: ScheduleChange) -> EventType:
-    was_suspended = previous is not None and previous.suspended
-    if command.action is Action.REGISTER:
-        return EventType.ADMITTED
-    if state.suspended and not was_suspended:
-        return EventType.SUSPENDED
-    if state.suspended and previous is not None and state.reasons != previous.reasons:
-        return EventType.REASON_ADDED
-    if was_suspended and not state.suspended:
-        return EventType.LIFTED
-    if change.added:
-        return (EventType.SUSPENSION_SCHEDULED if any(entry.action is Action.SUSPEND for entry in change.added)
-                else EventType.LIFT_SCHEDULED)
-    if command.action is Action.CANCEL_SCHEDULE:
-        return EventType.SCHEDULE_CANCELLED
-    return EventType.SCHEDULE_FIRED
+    return ([row(entry, "pending") for entry in change.added]
+            + [row(entry, "fired" if entry is change.fired else "cancelled") for entry in change.ended])
 
 
 def lifecycle_record(applied: Applied, change: ScheduleChange, record: ConsumerRecord, occurred_at: str,

@@ -21,13 +21,10 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from models import Action, MissedInvoices, Reason, Source, SuspensionCommand
-from topics import SUSPENSION_COMMANDS
-from workers.runtime.batch_worker import BatchWorker
 from workers.runtime.context import WorkerContext
 from workers.runtime.db import repository
 from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
 from workers.runtime.publishing import command_record, publish_all
-from workers.state.handler import StateHandler
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +79,3 @@ class ScheduleFirer:
         self._context.metrics.schedules_fired.inc(len(commands))
         log.info("schedules due, commands published", extra={"worker": self._context.name, "count": len(commands)})
         return len(commands)
-
-
-class StateWorker:
-    """The state worker: the batch loop over `suspension.commands`, and the firing of due schedules for
-    the partitions that loop holds."""
-
-    def __init__(self, context: WorkerContext) -> None:
-        handler = StateHandler(context.name, context.metrics, context.settings.lifecycle_events)
-        self.batches = BatchWorker(context, SUSPENSION_COMMANDS.name, handler)
-        self.firer = ScheduleFirer(context, lambda: self.batches.assigned)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        firing = asyncio.create_task(self.firer.run(stop), name="schedule-firer")
-        try:
-            await self.batches.run(stop)
-        finally:
-            firing.cancel()
-            await asyncio.gather(firing, return_exceptions=True)

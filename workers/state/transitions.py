@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from models import Action, CustomerState, MissedInvoices, ScheduledEntry, SuspensionCommand
+from models import Action, CustomerState, EventType, MissedInvoices, ScheduledEntry, SuspensionCommand
 
 
 class Outcome(StrEnum):
@@ -193,3 +193,52 @@ def plan_batch(
                 plan.final_states[command.customer_id] = transition.state
         plan.applied.append(Applied(command, position, transition, previous))
     return plan
+
+
+@dataclass(slots=True)
+class ScheduleChange:
+    """What one applied command did to the customer's schedules (from the state before and after)."""
+
+    added: list[ScheduledEntry]  # new, or moved to another moment
+    ended: list[ScheduledEntry]  # fired or cancelled
+    fired: ScheduledEntry | None  # the schedule this command carried out
+    fired_delay_ms: int | None
+
+
+
+def schedule_change(applied: Applied, now: datetime) -> ScheduleChange:
+    """Which schedules the command added, moved, fired or cancelled, from the states before and after."""
+    before = applied.previous.scheduled if applied.previous is not None else ()
+    state = applied.transition.state
+    after = state.scheduled if state is not None and applied.transition.outcome is Outcome.CHANGED else before
+    if not before and not after:  # nearly every command
+        return ScheduleChange([], [], None, None)
+    held = {entry.schedule_id: entry for entry in before}
+    kept = {entry.schedule_id for entry in after}
+    added = [entry for entry in after if held.get(entry.schedule_id) != entry]
+    ended = [entry for entry in before if entry.schedule_id not in kept]
+    command = applied.command
+    fired = next((entry for entry in ended if entry.schedule_id == command.schedule_id
+                  and command.action is not Action.CANCEL_SCHEDULE), None)
+    delay = max(0, round((now - fired.at).total_seconds() * 1000)) if fired is not None else None
+    return ScheduleChange(added, ended, fired, delay)
+
+
+def event_type(command: SuspensionCommand, previous: CustomerState | None, state: CustomerState,
+               change: ScheduleChange) -> EventType:
+    """The lifecycle event type of one change."""
+    was_suspended = previous is not None and previous.suspended
+    if command.action is Action.REGISTER:
+        return EventType.ADMITTED
+    if state.suspended and not was_suspended:
+        return EventType.SUSPENDED
+    if state.suspended and previous is not None and state.reasons != previous.reasons:
+        return EventType.REASON_ADDED
+    if was_suspended and not state.suspended:
+        return EventType.LIFTED
+    if change.added:
+        return (EventType.SUSPENSION_SCHEDULED if any(entry.action is Action.SUSPEND for entry in change.added)
+                else EventType.LIFT_SCHEDULED)
+    if command.action is Action.CANCEL_SCHEDULE:
+        return EventType.SCHEDULE_CANCELLED
+    return EventType.SCHEDULE_FIRED
