@@ -43,6 +43,7 @@ SIZES = {
     "api_rate": (200, 100, 20),
     "api_seconds": (20.0, 5.0, 1.0),
     "api_space": (100_000, 20_000, 500),
+    "poison_batch": (2_000, 2_000, 200),
 }
 
 
@@ -135,7 +136,7 @@ async def run_all(scale: int, only: set[str] | None) -> list[Figure]:
             ("schedules", lambda s: operator_cases.schedules_case(s, size["schedules"], state_rate())),
             ("api", lambda s: operator_cases.api_case(s, size["api_rate"], size["api_seconds"], size["api_space"])),
             ("backlog", lambda s: worker_cases.backlog_case(s, size["backlog"], 200_000, persistence)),
-            ("poison", lambda s: poison_cases.poison_batch_case(s)),
+            ("poison", lambda s: poison_cases.poison_batch_case(s, size["poison_batch"])),
             ("checks", lambda s: contract_checks(events)),
             ("scale", lambda s: worker_cases.scale_out_cases(s, events, size["state_customers"], size["billing_customers"],
                                                       figures)),

@@ -20,8 +20,6 @@ from suspensions.local.processes import WorkerProcess, metric_total
 from topics import SUSPENSION_COMMANDS
 from workers.runtime.config import Settings
 
-BATCH = 2_000
-
 
 def unchecked(model: type[ContractModel]) -> type[ContractModel]:
     """The model's fields with their bare types: no pattern, bound or validator (so an upper bound of what
@@ -84,24 +82,25 @@ async def _batch_seconds(settings: Settings, records: list[tuple[bytes, bytes]])
     return seconds, int(batches)
 
 
-async def poison_batch_case(settings: Settings) -> Figure:
-    """2,000 commands with one that PostgreSQL refuses (a constraint the contract does not know), against
-    2,000 clean ones, each read by a fresh state worker (target: within 3x)."""
+async def poison_batch_case(settings: Settings, batch: int = 2_000) -> Figure:
+    """``batch`` commands (2,000: the default batch size) with one that PostgreSQL refuses (a constraint the
+    contract does not know), against as many clean ones, each read by a fresh state worker (target: within
+    3x)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         await conn.execute("ALTER TABLE command_history DROP CONSTRAINT IF EXISTS bench_refused_notes; "
                            "ALTER TABLE command_history ADD CONSTRAINT bench_refused_notes "
                            "CHECK (note IS NULL OR note NOT LIKE 'poison%')")
-        clean, clean_batches = await _batch_seconds(settings, command_stream(BATCH, BATCH, prefix="clean-"))
-        poisoned_records = command_stream(BATCH, BATCH, prefix="poisoned-")
-        key, value = poisoned_records[BATCH // 2]
-        poisoned_records[BATCH // 2] = key, orjson.dumps(orjson.loads(value) | {"note": "poison"})
+        clean, clean_batches = await _batch_seconds(settings, command_stream(batch, batch, prefix="clean-"))
+        poisoned_records = command_stream(batch, batch, prefix="poisoned-")
+        key, value = poisoned_records[batch // 2]
+        poisoned_records[batch // 2] = key, orjson.dumps(orjson.loads(value) | {"note": "poison"})
         poisoned, poisoned_batches = await _batch_seconds(settings, poisoned_records)
     finally:
         await conn.execute("ALTER TABLE command_history DROP CONSTRAINT IF EXISTS bench_refused_notes")
         await conn.close()
-    figure = Figure("state worker, one refused record among 2,000", BATCH, BATCH / poisoned,
-                    "the same batch, clean", BATCH / clean, seconds=poisoned,
+    figure = Figure(f"state worker, one refused record among {batch:,}", batch, batch / poisoned,
+                    "the same batch, clean", batch / clean, seconds=poisoned,
                     target="time <= 3x the clean batch's", met=poisoned <= 3 * clean,
                     notes=[f"{poisoned / clean:.2f}x the clean batch's time",
                            f"batches: {clean_batches} clean, {poisoned_batches} poisoned"])
