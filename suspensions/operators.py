@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -19,6 +20,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from models import ID_MAX_LENGTH, TEXT_MAX_LENGTH, Action, MissedInvoices, Reason, Source, SuspensionCommand, utc_iso
+from models.base import MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN
 from models.moments import MomentError, both_clocks, in_future, parse_when
 from suspensions.queries import command_outcomes
 from workers.runtime.publishing import command_record, publish_all
@@ -180,8 +182,16 @@ class CountingLines:
             yield line
 
 
+_SINGLE_LINE = re.compile(SINGLE_LINE_PATTERN)
+_MULTI_LINE = re.compile(MULTI_LINE_PATTERN)
+
+
 def read_bulk_lines(handle: Iterable[str]) -> Iterator[BulkLine | MalformedLine]:
-    """Stream a CSV of ``customer_id,space_id[,note]`` (header optional), one line at a time."""
+    """Stream a CSV of ``customer_id,space_id[,note]`` (header optional), one line at a time.
+
+    A line is malformed unless its command would pass the contract: ids without control characters, a
+    note without any but tab and line breaks (the contract's patterns, matched whole: Python's ``$``
+    also matches before a final line feed). So one hostile line is reported, never the end of a job."""
     reader = csv.reader(handle)
     for row in reader:
         line_number = reader.line_num
@@ -203,6 +213,11 @@ def read_bulk_lines(handle: Iterable[str]) -> Iterator[BulkLine | MalformedLine]
             yield MalformedLine(line_number, f"customer_id or space_id longer than {ID_MAX_LENGTH} characters")
         elif note is not None and len(note) > TEXT_MAX_LENGTH:
             yield MalformedLine(line_number, f"note longer than {TEXT_MAX_LENGTH} characters")
+        elif _SINGLE_LINE.fullmatch(customer_id) is None or _SINGLE_LINE.fullmatch(space_id) is None:
+            yield MalformedLine(line_number, "customer_id or space_id holds a control character (U+0000 to U+001F)")
+        elif note is not None and _MULTI_LINE.fullmatch(note) is None:
+            yield MalformedLine(line_number, "note holds a control character other than tab, line feed and "
+                                             "carriage return")
         else:
             yield BulkLine(line_number, customer_id, space_id, note)
 

@@ -13,8 +13,10 @@ allowed path; once the marker is applied, a command of the refused request would
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -73,8 +75,9 @@ async def history_actors(db: asyncpg.Pool, customer: str) -> list[tuple[str, str
     return [(row["action"], row["actor"]) for row in rows]
 
 
-async def marker_applied(producer: AIOKafkaProducer, db: asyncpg.Pool, customer: str, space: str) -> None:
-    """Send a `register` for the customer through Kafka (no-op or first state) and wait until it is applied."""
+async def marker_applied(producer: AIOKafkaProducer, db: asyncpg.Pool, customer: str, space: str) -> str:
+    """Send a `register` for the customer through Kafka (no-op or first state) and wait until it is applied;
+    its command id, for a test to wait until its topic tail has read the marker too."""
     command = register_command(customer, space)
     await send(producer, SUSPENSION_COMMANDS.name, customer, command)
 
@@ -84,6 +87,7 @@ async def marker_applied(producer: AIOKafkaProducer, db: asyncpg.Pool, customer:
                                             command["command_id"]))
 
     await wait_until(applied, 30, f"the marker for {customer} to be applied")
+    return str(command["command_id"])
 
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -102,3 +106,38 @@ async def form_token(client: httpx.AsyncClient, page: str) -> str:
     found = CSRF.search(response.text)
     assert found, f"no form token on {page}"
     return found.group(1)
+
+
+# --- raw HTTP: a request's head and part of its body, to see what is answered before the body is read
+
+
+@dataclass
+class Raw:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def raw(port: int, head: str, body: bytes = b"") -> Raw:
+    """Send a request's head and only ``body`` of it, then read the answer: an answer that comes back
+    was given before the body was complete."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.encode() + body)
+        await writer.drain()
+        start = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
+        lines = start.decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+        headers = {name.lower(): value for name, value in headers.items()}
+        payload = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 15)
+        return Raw(int(lines[0].split(" ")[1]), headers, payload)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def post_head(path: str, length: int | None, content_type: str, **headers: str) -> str:
+    framing = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+    extra = "".join(f"{name.replace('_', '-')}: {value}\r\n" for name, value in headers.items())
+    return f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n{framing}{extra}\r\n"

@@ -145,14 +145,16 @@ def presented_token(request: Request) -> str | None:
 
 async def token_principal(request: Request, ops: Operations, token: str) -> Principal | None:
     """The token's principal, or None (a failure, counted and throttled per client address); 429 for an
-    address past its failures, before the token is looked up."""
+    address past its failures, before the token is looked up (the attempt counts until it succeeds)."""
     throttle: AuthThrottle = request.app.state.throttle
-    throttle.check(request)
-    async with ops.pool.acquire() as conn:
-        principal = await access.principal_for_token(conn, token)
-    if principal is None:
-        request.app.state.metrics.auth_failures.labels(reason="unknown or revoked").inc()
-        throttle.failed(request, "unknown or revoked token", token)
+    with throttle.attempt(request) as attempt:
+        async with ops.pool.acquire() as conn:
+            principal = await access.principal_for_token(conn, token)
+        if principal is None:
+            request.app.state.metrics.auth_failures.labels(reason="unknown or revoked").inc()
+            attempt.failed("unknown or revoked token", token)
+        else:
+            attempt.succeeded()
     return principal
 
 
@@ -245,6 +247,7 @@ def register_api(app: FastAPI) -> None:
                    action: Literal["suspend", "lift"] = "suspend",
                    missed_invoices: MissedInvoices = MissedInvoices.BILL) -> BulkAccepted:
         """Suspend or lift every customer of a CSV body (the CLI's format); follow it at bulk/{bulk_id}."""
+        await ops.may_start_bulk(who, space)  # a refused upload is not read
         text = (await request.body()).decode("utf-8", errors="replace")  # bounded by the edge (edge.py)
         check_bulk_lines(text, ops.settings.api_max_bulk_lines)
         chosen = Action(action)

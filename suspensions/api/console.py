@@ -66,13 +66,15 @@ async def session(request: Request) -> Session:
     cookie = session_cookie(request)
     if cookie:
         throttle: AuthThrottle = request.app.state.throttle
-        throttle.check(request)
-        async with ops.pool.acquire() as conn:
-            found = await access.session_principal(conn, cookie, timedelta(seconds=ops.settings.api_session_idle_s))
-        if found is not None:
-            return Session(found[0], found[1], cookie)
-        request.app.state.metrics.auth_failures.labels(reason="session").inc()
-        throttle.failed(request, "unknown, expired or idle session", None)
+        with throttle.attempt(request) as attempt:
+            async with ops.pool.acquire() as conn:
+                found = await access.session_principal(conn, cookie,
+                                                       timedelta(seconds=ops.settings.api_session_idle_s))
+            if found is not None:
+                attempt.succeeded()
+                return Session(found[0], found[1], cookie)
+            request.app.state.metrics.auth_failures.labels(reason="session").inc()
+            attempt.failed("unknown, expired or idle session", None)
         raise SignInRequired(stale=True)
     raise SignInRequired()
 
@@ -119,21 +121,23 @@ def register_console(app: FastAPI) -> None:
         ops: Operations = request.app.state.operations
         throttle: AuthThrottle = request.app.state.throttle
         try:
-            throttle.check(request)
+            attempt = throttle.attempt(request)
         except Throttled as refused:
             answer = page(request, "signin.html", status=429, next=next,
                           error="Too many failed sign-ins from this address; try again in a minute.")
             answer.headers.update(refused.headers or {})
             return answer
         idle = timedelta(seconds=ops.settings.api_session_idle_s)
-        async with ops.pool.acquire() as conn:
-            principal = await access.principal_for_token(conn, token.strip())
-            if principal is None:
-                request.app.state.metrics.auth_failures.labels(reason="unknown or revoked").inc()
-                throttle.failed(request, "sign-in with an unknown or revoked token", token.strip())
-                return page(request, "signin.html", status=401, next=next, error="Unknown or revoked token.")
-            await access.purge_sessions(conn, idle)
-            cookie, _ = await access.open_session(conn, principal)
+        with attempt:
+            async with ops.pool.acquire() as conn:
+                principal = await access.principal_for_token(conn, token.strip())
+                if principal is None:
+                    request.app.state.metrics.auth_failures.labels(reason="unknown or revoked").inc()
+                    attempt.failed("sign-in with an unknown or revoked token", token.strip())
+                    return page(request, "signin.html", status=401, next=next, error="Unknown or revoked token.")
+                attempt.succeeded()
+                await access.purge_sessions(conn, idle)
+                cookie, _ = await access.open_session(conn, principal)
         # Only a path of this site: "//host" and "/\\host" are other sites to a browser.
         response = RedirectResponse(next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/",
                                     status_code=303)
@@ -211,11 +215,10 @@ def register_console(app: FastAPI) -> None:
 
     @app.post("/console/spaces/{space}/bulk", include_in_schema=False)
     async def bulk_upload(request: Request, space: str, signed: Signed) -> Response:
-        """No Form parameters: the upload is read only after the session, space and role are checked
-        (``uploads.py``), in memory, bounded by the edge."""
+        """No Form parameters: the upload is read only after the session, space, role and the token's
+        running jobs are checked (``uploads.py``), in memory, bounded by the edge."""
         ops: Operations = request.app.state.operations
-        Operations.visible(signed.principal, space)
-        Operations.allowed(signed.principal, Role.OPERATOR)
+        await ops.may_start_bulk(signed.principal, space)
 
         def refused(status: int, message: str) -> HTMLResponse:
             return page(request, "bulk.html", status=status, signed=signed, space=space, job=None, problem=message)

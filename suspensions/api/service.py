@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
@@ -168,6 +169,23 @@ class Operations:
                     state = await queries.customer_state(conn, customer)
         return Acted(command, outcome, state if state is not None and state.space_id == space else None)
 
+    async def may_start_bulk(self, principal: Principal, space: str) -> None:
+        """What ``start_bulk`` would refuse, asked before the upload is read (NotFound, Forbidden,
+        TooManyBulkJobs), so a refused upload costs no reading. Without the lock: ``start_bulk``'s check
+        is the one that holds."""
+        self.visible(principal, space)
+        self.allowed(principal, Role.OPERATOR)
+        async with self.pool.acquire() as conn:
+            await self._check_running_jobs(conn, principal)
+
+    async def _check_running_jobs(self, conn: asyncpg.Connection, principal: Principal) -> None:
+        limit = self.settings.api_max_bulk_jobs_per_token
+        running = await conn.fetchval(
+            "SELECT count(*) FROM bulk_jobs WHERE actor = $1 AND status = 'running' AND updated_at >= $2",
+            principal.actor, datetime.now(UTC) - timedelta(seconds=3 * self.settings.api_bulk_heartbeat_s))
+        if running >= limit:
+            raise TooManyBulkJobs(limit)
+
     async def start_bulk(self, principal: Principal, space: str, action: Action, text: str,
                          missed: MissedInvoices | None) -> str:
         """Record the job, then read, publish and confirm it in the background; progress is in PostgreSQL.
@@ -179,14 +197,9 @@ class Operations:
         self.allowed(principal, Role.OPERATOR)
         bulk_id = uuid.uuid4().hex
         now = datetime.now(UTC)
-        limit = self.settings.api_max_bulk_jobs_per_token
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"bulk_jobs:{principal.actor}")
-            running = await conn.fetchval(
-                "SELECT count(*) FROM bulk_jobs WHERE actor = $1 AND status = 'running' AND updated_at >= $2",
-                principal.actor, now - timedelta(seconds=3 * self.settings.api_bulk_heartbeat_s))
-            if running >= limit:
-                raise TooManyBulkJobs(limit)
+            await self._check_running_jobs(conn, principal)
             await conn.execute(
                 "INSERT INTO bulk_jobs (bulk_id, space_id, action, actor, status, created_at, updated_at) "
                 "VALUES ($1, $2, $3, $4, 'running', $5, $5)", bulk_id, space, action.value, principal.actor, now)

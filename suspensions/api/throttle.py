@@ -7,10 +7,15 @@ answer 429 with ``Retry-After`` (seconds until its oldest failure leaves the win
 checked. Each address counts alone: nobody's success, or failures, changes another address's count,
 and a success does not wipe the address's own count either (a valid token must not buy more guesses).
 
+An attempt is counted as a failure before its credential is looked up, and uncounted once it
+succeeds (or ends without an answer, its lookup having raised): so guesses sent all at once cannot
+all pass the check before the first of them fails. Authentications still in flight count against
+their address until they succeed.
+
 The state is in-process, one object per app (``app.state.throttle``): with several API processes
 behind a load balancer each allows its own share, which still bounds guessing. Memory is bounded: at
-most ``max_addresses`` addresses (the least recently failing one is forgotten first), each keeping at
-most ``per_minute`` timestamps.
+most ``max_addresses`` addresses (the least recently failing one is forgotten first), plus those with
+an authentication in flight, each keeping at most ``per_minute`` timestamps.
 
 Every failure is logged once, with the address, the reason and at most the first 4 characters of what
 was presented (the ``sus_`` prefix of a real token): never a token, never a cookie.
@@ -44,6 +49,36 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+class Attempt:
+    """One authentication, counted as a failure from the start (``AuthThrottle.attempt``) until it
+    succeeds. Used as a context manager, an exception before it is settled uncounts it too: a lookup
+    that could not be made is no failed authentication."""
+
+    def __init__(self, throttle: AuthThrottle, request: Request, address: str, at: float) -> None:
+        self._throttle, self._request, self._address, self._at = throttle, request, address, at
+        self._settled = False
+
+    def succeeded(self) -> None:
+        self._settled = True
+        self._throttle._uncount(self._address, self._at)
+
+    def failed(self, reason: str, presented: str | None) -> None:
+        """Logged once (the count was taken when the attempt began)."""
+        self._settled = True
+        log.warning("authentication failed", extra={
+            "client": self._address, "reason": reason, "path": self._request.url.path,
+            "credential_start": (presented or "")[:SHOWN_CHARACTERS]})
+        self._throttle._bound()
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        if kind is not None and not self._settled:  # no answer either way: not a failure
+            self._settled = True
+            self._throttle._uncount(self._address, self._at)
+
+
 class AuthThrottle:
     def __init__(self, per_minute: int, *, max_addresses: int = MAX_ADDRESSES, window_s: float = WINDOW_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -60,22 +95,32 @@ class AuthThrottle:
             return None
         return max(1, math.ceil(wait))
 
-    def check(self, request: Request) -> None:
-        """Before any credential is looked at: 429 for an address past its failures."""
-        wait = self.retry_after(client_address(request))
+    def attempt(self, request: Request) -> Attempt:
+        """Before any credential is looked at: 429 for an address past its failures; otherwise the attempt,
+        already counted as a failure (checked and counted with no await between: one step)."""
+        address = client_address(request)
+        wait = self.retry_after(address)
         if wait is not None:
             raise Throttled(wait)
-
-    def failed(self, request: Request, reason: str, presented: str | None) -> None:
-        address = client_address(request)
-        log.warning("authentication failed", extra={
-            "client": address, "reason": reason, "path": request.url.path,
-            "credential_start": (presented or "")[:SHOWN_CHARACTERS]})
+        at = self._clock()
         failures = self._failures.pop(address, None)
         if failures is None:
             failures = deque(maxlen=self.per_minute)
-        failures.append(self._clock())
+        failures.append(at)  # past the limit only an expired failure is pushed out
         self._failures[address] = failures  # now the most recently failing
+        return Attempt(self, request, address, at)
+
+    def _uncount(self, address: str, at: float) -> None:
+        failures = self._failures.get(address)
+        if failures is None or at not in failures:
+            return  # forgotten meanwhile (expired and pushed out, or the address evicted)
+        failures.remove(at)
+        if not failures:
+            del self._failures[address]
+
+    def _bound(self) -> None:
+        """At a failure, never at an attempt: a success (its address's attempt in flight meanwhile) must
+        not push another address's failures out."""
         while len(self._failures) > self.max_addresses:
             self._failures.popitem(last=False)
 

@@ -2,9 +2,10 @@
 
 A route that declares ``Form``/``File`` parameters has FastAPI read and parse its body before any
 dependency runs, which would spool an anonymous upload to a temporary file before the session is
-checked. The bulk route declares none: it checks the session, the space and the role, then parses the
-form here. The body is already bounded by the edge (``SUSPENSIONS_API_MAX_BULK_BYTES``), so the file is
-kept in memory (the spool never rolls over to disk) and nothing of a refused upload is written out.
+checked. The bulk route declares none: it checks the session, the space, the role and the token's
+running bulk jobs, then parses the form here. The body is already bounded by the edge
+(``SUSPENSIONS_API_MAX_BULK_BYTES``), so the file is kept in memory (the spool never rolls over to
+disk) and nothing of a refused upload is written out.
 """
 
 from __future__ import annotations

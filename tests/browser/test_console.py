@@ -174,8 +174,8 @@ async def test_a_viewer_sees_no_actions_and_the_api_refuses_its_post(browser: Br
                                     headers={"Authorization": f"Bearer {viewer}"}, json={})
     assert refused.status_code == 403
     # A marker behind it on the customer's partition: once applied, a lift of the viewer's would have been.
-    await marker_applied(producer, db, customer, space)
-    await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=customer, action="register", count=2)
+    marker = await marker_applied(producer, db, customer, space)
+    await tail.wait_for(SUSPENSION_COMMANDS.name, command_id=marker)  # read by the tail too
     assert not [c for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer)
                 if c["actor"] == f"admin:{viewer_name}"]
     assert f"admin:{viewer_name}" not in {actor for _, actor in await history_actors(db, customer)}
@@ -201,7 +201,8 @@ async def test_a_form_posted_without_the_sessions_form_token_changes_nothing(
     assert forged.status == 403
     missing = await page.request.post(action, form={"confirm": "yes", "missed_invoices": "bill"}, max_redirects=0)
     assert missing.status in (403, 422)  # no form token at all: refused before any action
-    await marker_applied(producer, db, customer, space)
+    marker = await marker_applied(producer, db, customer, space)
+    await tail.wait_for(SUSPENSION_COMMANDS.name, command_id=marker)  # read by the tail too
     state = await db.fetchrow("SELECT suspended, version FROM customer_state WHERE customer_id = $1", customer)
     assert (state["suspended"], state["version"]) == (True, 2)  # registered, suspended; nothing since
     assert [action for action, _ in await history_actors(db, customer)] == ["register", "suspend", "register"]
@@ -238,7 +239,8 @@ async def test_a_revoked_tokens_console_session_stops_working(browser: Browser, 
     late = await page.request.post(f"{target}/lift", form={"csrf": csrf or "", "confirm": "yes",
                                                             "missed_invoices": "bill"}, max_redirects=0)
     assert late.status == 303 and late.headers["location"].startswith("/signin")
-    await marker_applied(producer, db, customer, space)
+    marker = await marker_applied(producer, db, customer, space)
+    await tail.wait_for(SUSPENSION_COMMANDS.name, command_id=marker)  # read by the tail too
     assert not tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer, action="lift")
     assert await db.fetchval("SELECT suspended FROM customer_state WHERE customer_id = $1", customer) is True
     await page.close()

@@ -34,6 +34,8 @@ from tests.operator_support import (
     form_token,
     history_actors,
     marker_applied,
+    post_head,
+    raw,
     register_command,
     register_customers,
     seed_customers,
@@ -292,6 +294,19 @@ async def _bulk_jobs_per_token(own_api: OwnApi) -> None:
     assert first.status_code == second.status_code == 202
     refused = await start_bulk(own_api.client, space, token, body)
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1, refused.text
+    # Refused before the upload is read: the answer comes while most of the declared body was never sent,
+    # on the API and the console alike.
+    port, declared = own_api.process.api_port, 4 * 1024 * 1024
+    early = await raw(port, post_head(f"/api/v1/spaces/{space}/bulk", declared, "text/csv",
+                                      Authorization=f"Bearer {token}"), body)
+    assert early.status == 429 and int(early.headers["retry-after"]) >= 1, early
+    async with httpx.AsyncClient(base_url=own_api.client.base_url, timeout=60) as console:
+        await console_session(console, token)
+        cookie = console.cookies["suspensions_session"]
+    uploaded = await raw(port, post_head(f"/console/spaces/{space}/bulk", declared,
+                                         "multipart/form-data; boundary=capacity",
+                                         Cookie=f"suspensions_session={cookie}"), b"--capacity\r\n")
+    assert uploaded.status == 429 and int(uploaded.headers["retry-after"]) >= 1, uploaded
     assert (await start_bulk(own_api.client, space, another, body)).status_code == 202
 
     ids = [first.json()["bulk_id"], second.json()["bulk_id"]]

@@ -95,6 +95,7 @@ async def test_who_may_do_what(api: httpx.AsyncClient, tokens: Tokens, workers: 
     marker = await api.post(path(tokens.space, customer, "/lift") + "?wait=true", headers=auth(tokens.operator),
                             json={"note": "marker"})
     assert marker.status_code == 200 and marker.json()["outcome"] == "noop"
+    await tail.wait_for(SUSPENSION_COMMANDS.name, command_id=marker.json()["command_id"])  # read by the tail too
     viewer = f"admin:{tokens.viewer_name}"
     assert not [c for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer) if c["actor"] == viewer]
     history = (await api.get(path(tokens.space, customer, "/history"), headers=auth(tokens.viewer))).json()
@@ -139,6 +140,7 @@ async def test_another_space_answers_as_nothing(api: httpx.AsyncClient, tokens: 
     marker = await api.post(path(tokens.other_space, customer, "/lift") + "?wait=true", headers=auth(tokens.other),
                             json={"note": "marker"})
     assert marker.status_code == 200 and marker.json()["outcome"] == "changed"
+    await tail.wait_for(SUSPENSION_COMMANDS.name, command_id=marker.json()["command_id"])  # read by the tail too
     refused_actor = f"admin:{tokens.operator_name}"
     assert not [c for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer)
                 if c["actor"] == refused_actor]
@@ -176,6 +178,7 @@ async def test_bad_input_is_422_field_by_field_and_nothing_is_sent(api: httpx.As
     marker = await api.post(path(tokens.space, customer, "/suspend") + "?wait=true", headers=auth(tokens.operator),
                             json={})
     assert marker.status_code == 200
+    await tail.wait_for(SUSPENSION_COMMANDS.name, command_id=marker.json()["command_id"])
     assert [c["action"] for c in tail.matching(SUSPENSION_COMMANDS.name, customer_id=customer)] == ["register",
                                                                                                    "suspend"]
 
@@ -202,8 +205,13 @@ async def test_pages_are_stable_and_complete(api: httpx.AsyncClient, tokens: Tok
 async def test_bulk_csv_reports_every_line(api: httpx.AsyncClient, tokens: Tokens, db: asyncpg.Pool,
                                            producer: AIOKafkaProducer) -> None:
     customers = [uid("bulk") for _ in range(20)]
-    await register_customers(producer, db, tokens.space, customers)
-    body = "customer_id,space_id,note\n" + "".join(f"{c},{tokens.space},bulk test\n" for c in customers)
+    noted = uid("bulk")  # known here, but its line's note holds control characters
+    await register_customers(producer, db, tokens.space, [*customers, noted])
+    # Hostile lines first: each is a malformed line of its own, and every line after them still goes out.
+    body = ("customer_id,space_id,note\n"
+            f"a\x00b,{tokens.space}\n"  # line 2: a NUL in the id (PostgreSQL cannot even compare it)
+            f"{noted},{tokens.space},\"esc \x1b, form feed \x0c.\"\n"  # line 3
+            + "".join(f"{c},{tokens.space},bulk test\n" for c in customers))
     body += "only-one-column\n" + f"{uid('x')},{tokens.other_space}\n"
     started = await api.post(f"/api/v1/spaces/{tokens.space}/bulk", content=body.encode(),
                              headers=auth(tokens.operator) | {"Content-Type": "text/csv"})
@@ -215,9 +223,13 @@ async def test_bulk_csv_reports_every_line(api: httpx.AsyncClient, tokens: Token
         return job if job["status"] != "running" else None
 
     job = await wait_until(done, 60, "the bulk job to finish")
-    assert job["status"] == "done" and job["summary"] == {"changed": 20, "malformed": 2}
+    assert job["status"] == "done" and job["summary"] == {"changed": 20, "malformed": 4}, job
     errors = {entry["line"]: entry["error"] for entry in job["report"] if "error" in entry}
-    assert set(errors) == {22, 23} and "columns" in errors[22] and "not this space" in errors[23]
+    assert set(errors) == {2, 3, 24, 25} and "columns" in errors[24] and "not this space" in errors[25]
+    assert "customer_id or space_id holds a control character" in errors[2]
+    assert "note holds a control character" in errors[3]
+    state = await api.get(path(tokens.space, noted), headers=auth(tokens.viewer))
+    assert state.status_code == 200 and state.json()["suspended"] is False
     assert (await api.get(f"/api/v1/spaces/{tokens.other_space}/bulk/{bulk_id}",
                           headers=auth(tokens.admin))).status_code == 404
 

@@ -113,7 +113,11 @@ async def test_bulk_suspend_and_lift_with_malformed_lines(
     customers = [uid("bulk") for _ in range(300)]
     foreign = uid("bulk")
     assert run_cli(settings, "suspend", foreign, "--space", other, "--actor", "admin:1", "--wait").returncode == 0
+    noted = uid("bulk")
     lines = ["customer_id,space_id,note"] + [f"{c},{space},batch 7" for c in customers]
+    # Lines with control characters, malformed each on its own: the lines after them still go out.
+    lines.insert(10, f"a\x00b,{space}")
+    lines.insert(11, f'{noted},{space},"esc \x1b, form feed \x0c."')
     lines.insert(50, "only-one-column")
     lines.insert(120, f",{space}")
     lines.append(f"{foreign},{space}")  # belongs to another space: rejected by the state worker
@@ -127,12 +131,14 @@ async def test_bulk_suspend_and_lift_with_malformed_lines(
     assert result.returncode == 1  # malformed and rejected lines make it non-zero
     assert summary["sent"] == 302 and summary["applied"] == 300 and summary["noop"] == 1
     assert summary["rejected"] == 1 and summary["unconfirmed"] == 0
-    assert [m["line"] for m in summary["malformed"]] == [51, 121]
-    assert "expected 2 or 3 columns" in summary["malformed"][0]["error"]
-    assert "customer_id is empty" in summary["malformed"][1]["error"]
+    assert [m["line"] for m in summary["malformed"]] == [11, 12, 51, 121]
+    assert "customer_id or space_id holds a control character" in summary["malformed"][0]["error"]
+    assert "note holds a control character" in summary["malformed"][1]["error"]
+    assert "expected 2 or 3 columns" in summary["malformed"][2]["error"]
+    assert "customer_id is empty" in summary["malformed"][3]["error"]
 
     listed = _json(run_cli(settings, "list", "--space", space, "--suspended", "--json"))
-    assert sorted(s["customer_id"] for s in listed) == sorted(customers)
+    assert sorted(s["customer_id"] for s in listed) == sorted(customers)  # not `noted`
 
     lift_file = tmp_path / "lift.csv"
     lift_file.write_text("".join(f"{c},{space}\n" for c in customers))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
-from suspensions.operators import BulkLine, MalformedLine, read_bulk_lines
+from models import Action
+from suspensions.operators import BulkLine, MalformedLine, bulk_command, read_bulk_lines
 
 
 def test_header_optional_notes_and_malformed_lines() -> None:
@@ -40,3 +41,23 @@ def test_streams_without_reading_everything_first() -> None:
     first = [next(lines) for _ in range(3)]
     assert [line.customer_id for line in first] == ["c1", "c2", "c3"]
     assert source.served == 3
+
+
+def test_lines_with_control_characters_are_malformed_and_every_other_line_makes_a_command() -> None:
+    """A hostile line is reported on its own (the contract would refuse its command, PostgreSQL its NUL);
+    every line read as good builds a valid command. A note keeps tab and line breaks."""
+    rows = []
+    for code in range(0x20):
+        char = chr(code)
+        rows += [f'"a{char}b",s1', f'c1,"s{char}1"', f'c1,s1,"x{char}y"']
+    items = list(read_bulk_lines(io.StringIO("\n".join(rows) + "\n")))
+    good = [item for item in items if isinstance(item, BulkLine)]
+    assert sorted({item.note for item in good if item.note}) == ["x\ty", "x\ny", "x\ry"]
+    assert all("\x00" not in item.customer_id + item.space_id for item in good)
+    for item in good:
+        bulk_command(Action.SUSPEND, item, "admin:bulk", None)  # the contract accepts it
+    bad = [item for item in items if isinstance(item, MalformedLine)]
+    assert len(bad) == 3 * 32 - 3
+    assert {item.error for item in bad} == {
+        "customer_id or space_id holds a control character (U+0000 to U+001F)",
+        "note holds a control character other than tab, line feed and carriage return"}
