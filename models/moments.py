@@ -63,10 +63,14 @@ def in_future(moment: datetime, now: datetime, text: str) -> datetime:
     return moment
 
 
-def both_clocks(moment: datetime, tz: ZoneInfo) -> str:
-    """A moment as operators read it: UTC, and the space's local time with its offset and zone."""
-    utc = f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-    if tz.key == "UTC":
+def shown(moment: datetime | None, tz: ZoneInfo | None = None) -> str:
+    """A moment as people read it, the one form of the CLI, the console and the API's texts: UTC to the
+    millisecond, labelled, and with a space's zone (other than UTC) its local time, offset and zone beside
+    it. Empty for no moment. (Records keep the contract's form, ``models.base.utc_iso``.)"""
+    if moment is None:
+        return ""
+    utc = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    if tz is None or tz.key == "UTC":
         return utc
-    return f"{utc} ({moment.astimezone(tz):%Y-%m-%d %H:%M %z} {tz.key})"
+    return f"{utc} ({moment.astimezone(tz):%Y-%m-%d %H:%M:%S %z} {tz.key})"
 

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from models import ID_MAX_LENGTH, TEXT_MAX_LENGTH, Action, MissedInvoices, Reason, Source, SuspensionCommand, utc_iso
 from models.base import MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN
-from models.moments import MomentError, both_clocks, in_future, parse_when
+from models.moments import MomentError, in_future, parse_when, shown
 from suspensions.queries import command_outcomes
 from workers.runtime.publishing import command_record, publish_all
 
@@ -78,10 +78,10 @@ def scheduled_summary(command: SuspensionCommand, tz: ZoneInfo) -> list[dict[str
     lines = []
     if command.at is not None:
         lines.append({"schedule_id": command.command_id, "action": command.action.value,
-                      "at": utc_iso(command.at), "when": both_clocks(command.at, tz)})
+                      "at": utc_iso(command.at), "when": shown(command.at, tz)})
     if command.until is not None:
         lines.append({"schedule_id": f"{command.command_id}:until", "action": "lift",
-                      "at": utc_iso(command.until), "when": both_clocks(command.until, tz)})
+                      "at": utc_iso(command.until), "when": shown(command.until, tz)})
     return lines
 
 
@@ -89,7 +89,7 @@ def schedule_view(row: Mapping[str, Any], tz: ZoneInfo) -> dict[str, object]:
     """A schedule as operators read it: UTC and the space's local time."""
     return {"schedule_id": row["schedule_id"], "customer_id": row["customer_id"], "action": row["action"],
             "at": utc_iso(row["at"]), "at_local": row["at"].astimezone(tz).isoformat(), "time_zone": tz.key,
-            "when": both_clocks(row["at"], tz), "missed_invoices": row["missed_invoices"], "actor": row["actor"],
+            "when": shown(row["at"], tz), "missed_invoices": row["missed_invoices"], "actor": row["actor"],
             "note": row["note"]}
 
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from starlette.formparsers import MultiPartException
 
 from models import Action, MissedInvoices, Source
-from models.moments import MomentError, both_clocks
+from models.moments import MomentError, shown
 from suspensions import access
 from suspensions.access import Principal, Role
 from suspensions.api.browser import clear_session_cookie, from_this_site, session_cookie, set_session_cookie
@@ -86,7 +86,7 @@ def page(request: Request, template: str, status: int = 200, signed: Session | N
          **context: Any) -> HTMLResponse:
     html = TEMPLATES.get_template(template).render(
         request=request, principal=signed.principal if signed else None, csrf=signed.csrf if signed else "",
-        spaces=sorted(signed.principal.spaces) if signed else [], Role=Role, **context)
+        spaces=sorted(signed.principal.spaces) if signed else [], Role=Role, shown=shown, **context)
     return HTMLResponse(html, status_code=status)
 
 
@@ -167,7 +167,7 @@ def register_console(app: FastAPI) -> None:
         states, next_cursor = await ops.customers(signed.principal, space, suspended=True if suspended else None,
                                                   after=cursor, search=q.strip(), limit=50)
         return page(request, "customers.html", signed=signed, space=space, states=states, q=q, suspended=suspended,
-                    next_cursor=next_cursor, tz=await ops.zone(space), clocks=both_clocks)
+                    next_cursor=next_cursor, tz=await ops.zone(space))
 
     @app.get("/console/spaces/{space}/customers/{customer}", include_in_schema=False)
     async def customer(request: Request, space: str, customer: str, signed: Signed, done: str = "",
@@ -177,7 +177,7 @@ def register_console(app: FastAPI) -> None:
         history = await ops.history(signed.principal, space, customer)
         return page(request, "customer.html", signed=signed, space=space, state=state,
                     history=list(reversed(history)), notice=NOTICES.get(done), problem=PROBLEMS.get(error),
-                    tz=await ops.zone(space), clocks=both_clocks)
+                    tz=await ops.zone(space))
 
     async def act(request: Request, space: str, customer: str, signed: Session, action: Action, csrf: str,
                   note: str, missed: MissedInvoices | None, at: str) -> Response:

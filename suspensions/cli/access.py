@@ -8,9 +8,10 @@ import asyncpg
 import typer
 from rich.table import Table
 
+from models.moments import shown
 from suspensions import access
 from suspensions.access import AccessError, Role
-from suspensions.cli.common import JsonFlag, console, database, fail, moment, print_json, run_async, settings
+from suspensions.cli.common import JsonFlag, console, database, fail, print_json, run_async, settings
 
 tokens_app = typer.Typer(help="API tokens of the operator API and console.", no_args_is_help=True)
 
@@ -59,8 +60,8 @@ def list_tokens(as_json: JsonFlag = False) -> None:
     for column in ("name", "role", "spaces", "created", "revoked"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], row["role"], ", ".join(row["spaces"]), moment(row["created_at"]),
-                      moment(row["revoked_at"]))
+        table.add_row(row["name"], row["role"], ", ".join(row["spaces"]), shown(row["created_at"]),
+                      shown(row["revoked_at"]))
     console.print(table)
 
 

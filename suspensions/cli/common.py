@@ -7,7 +7,6 @@ import json
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import asyncpg
@@ -71,13 +70,6 @@ async def database(config: Settings) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-def moment(value: datetime | None) -> str:
-    """A moment as the CLI's tables and sentences show it: UTC, to the millisecond, labelled."""
-    if value is None:
-        return ""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
 def state_dict(state: CustomerState) -> dict[str, object]:

@@ -7,12 +7,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from models.moments import shown
 from suspensions import queries
 from suspensions.cli.common import (
     JsonFlag,
     console,
     database,
-    moment,
     print_json,
     print_state,
     run_async,
@@ -39,11 +39,11 @@ def status(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False) 
             print_json(state_dict(state))
             return 0
         if state.suspended:
-            console.print(f"[bold red]{customer} is suspended[/bold red] since {moment(state.suspended_at)} "
+            console.print(f"[bold red]{customer} is suspended[/bold red] since {shown(state.suspended_at)} "
                           f"(reasons: {', '.join(state.reasons)})")
         else:
             console.print(f"[bold green]{customer} is active[/bold green]"
-                          + (f" (lifted at {moment(state.lifted_at)})" if state.lifted_at else ""))
+                          + (f" (lifted at {shown(state.lifted_at)})" if state.lifted_at else ""))
         print_state(state_dict(state))
         return 0
 
@@ -68,7 +68,7 @@ def history(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False)
         for e in entries:
             cause = f"{e['cause_topic']}:{e['cause_event_id']}" if e["cause_topic"] else ""
             action = e["action"] + (f" ({e['missed_invoices']})" if e["missed_invoices"] else "")
-            table.add_row(moment(e["applied_at"]), action, e["reason"], e["actor"], e["outcome"],
+            table.add_row(shown(e["applied_at"]), action, e["reason"], e["actor"], e["outcome"],
                           str(e["version_after"]), cause, _schedule_text(e), e["note"] or "")
         console.print(table)
         return 0
@@ -109,7 +109,7 @@ def list_customers(
             table.add_column(column)
         for s in states:
             table.add_row(s.customer_id, "yes" if s.suspended else "no", ", ".join(s.reasons),
-                          moment(s.suspended_at), moment(s.lifted_at), str(s.version))
+                          shown(s.suspended_at), shown(s.lifted_at), str(s.version))
         console.print(table)
 
     run_async(main())
@@ -140,7 +140,7 @@ def billing_dropped(
         for j in jobs:
             table.add_row(j["job_id"], j["customer_id"], j["space_id"], j["contract_id"],
                           f"{j['amount']} {j['currency']}", j["status"], str(j["suspension_version"] or ""),
-                          moment(j["decided_at"]))
+                          shown(j["decided_at"]))
         console.print(table)
         summary = Table(title="totals")
         for column in ("status", "currency", "jobs", "total"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from suspensions.cli.common import moment
+from models.moments import shown as moment
 
 
 def test_a_moment_is_utc_to_the_millisecond_and_labelled() -> None:
