@@ -4,7 +4,6 @@ know it yet): the second waits for the first, then finds what the first applied 
 from __future__ import annotations
 
 import asyncio
-import functools
 from dataclasses import dataclass
 
 import asyncpg
@@ -18,8 +17,8 @@ from tests.support import uid, wait_until
 from topics import INVOICE_JOBS, SUSPENSION_COMMANDS
 from workers.billing.handler import BillingHandler
 from workers.runtime.config import Settings
+from workers.runtime.db.unit_of_work import UnitOfWork
 from workers.runtime.metrics import Metrics
-from workers.runtime.outbox import Outbox
 from workers.runtime.publishing import OutgoingRecord
 from workers.state.handler import StateHandler
 
@@ -41,28 +40,32 @@ class Raced:
     second: list[OutgoingRecord]
 
 
+async def as_owner(pool: asyncpg.Pool, handler: StateHandler | BillingHandler, batch: list[ConsumerRecord],
+                   applied: asyncio.Event | None = None, release: asyncio.Event | None = None) -> list[OutgoingRecord]:
+    """Apply a batch of partition 0 in a unit of work, as the batch worker does (with ``applied`` and
+    ``release``: say when applied, and commit only once released)."""
+    async with UnitOfWork(pool, batch[0].topic, [0], 1_000_000) as uow:
+        records = await handler.handle(uow, batch)
+        if applied is not None and release is not None:
+            applied.set()
+            await release.wait()
+        await uow.commit(records, ())
+    return records
+
+
 async def two_owners(db_url: str, handler: StateHandler | BillingHandler, first_batch: list[ConsumerRecord],
                      second_batch: list[ConsumerRecord]) -> Raced:
-    """Two owners commit a batch of partition 0 each through their outbox, as the batch worker does: the
+    """Two owners commit a batch of partition 0 each in their unit of work, as the batch worker does: the
     first keeps its transaction open until the second is seen waiting for a lock, then commits."""
-    topic = first_batch[0].topic
     pools = [await asyncpg.create_pool(db_url, min_size=1, max_size=1) for _ in range(2)]  # one connection each
     observer = await asyncpg.connect(db_url)
     try:
         async with pools[1].acquire() as conn:
             second_pid = conn.get_server_pid()
         applied, release = asyncio.Event(), asyncio.Event()
-
-        async def first_apply(conn: asyncpg.Connection) -> list[OutgoingRecord]:
-            records = await handler.handle(conn, first_batch)
-            applied.set()
-            await release.wait()
-            return records
-
-        first = asyncio.create_task(Outbox(topic, pools[0], None, 1_000_000).commit(first_apply, [0]))
+        first = asyncio.create_task(as_owner(pools[0], handler, first_batch, applied, release))
         await asyncio.wait_for(applied.wait(), 10)
-        second = asyncio.create_task(Outbox(topic, pools[1], None, 1_000_000).commit(
-            functools.partial(handler.handle, records=second_batch), [0]))
+        second = asyncio.create_task(as_owner(pools[1], handler, second_batch))
 
         async def second_waits() -> bool:
             return bool(await observer.fetchval(
@@ -70,7 +73,7 @@ async def two_owners(db_url: str, handler: StateHandler | BillingHandler, first_
 
         await wait_until(second_waits, 10, "the second owner to wait for the first")
         release.set()
-        (_, first_out), (_, second_out) = await asyncio.wait_for(asyncio.gather(first, second), 10)
+        first_out, second_out = await asyncio.wait_for(asyncio.gather(first, second), 10)
         return Raced(first_out, second_out)
     finally:
         await observer.close()
@@ -87,10 +90,13 @@ async def test_a_second_owner_waiting_on_the_lock_applies_nothing_again(isolated
     space, customer = uid("space"), uid("owners")
     handler = StateHandler("state", Metrics())
     signup = builders.command(customer, space, reason="signup")
+    pool = await asyncpg.create_pool(isolated.database_url, min_size=1, max_size=1)
+    try:
+        await as_owner(pool, handler, as_records([signup]))  # the customer is known: there is a row to lock
+    finally:
+        await pool.close()
     conn = await asyncpg.connect(isolated.database_url)
     try:
-        async with conn.transaction():  # the customer is known: there is a row to lock
-            await handler.handle(conn, as_records([signup]))
         batch = [builders.command(customer, space, reason="plan"), builders.command(customer, space, action="lift")]
 
         await two_owners(isolated.database_url, handler, as_records(batch), as_records(batch))

@@ -2,7 +2,7 @@
 
 The state rows are read ``FOR SHARE``: a lift (which locks them ``FOR UPDATE``
 and settles the dropped jobs) either sees this batch's drops or runs before it. Two owners of a
-source partition at once take turns (``Outbox.commit``), so the second finds the first's decisions
+source partition at once take turns (the unit of work's partition lock), so the second finds the first's decisions
 and publishes none of them again.
 """
 
@@ -12,15 +12,14 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import asyncpg
 from aiokafka.structs import ConsumerRecord
 
 from models import InvoiceJob, utc_iso
 from models.invoices import accepted_job_value, dropped_job_value
 from topics import INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED
 from workers.billing.decisions import Decision, decide
-from workers.runtime.db import repository
 from workers.runtime.db.repository import DecisionRow
+from workers.runtime.db.unit_of_work import BatchStore
 from workers.runtime.deadletters import dead_letter, decode_customer_records
 from workers.runtime.metrics import Metrics
 from workers.runtime.publishing import OutgoingRecord
@@ -31,7 +30,7 @@ class BillingHandler:
         self.worker = worker
         self.metrics = metrics
 
-    async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
+    async def handle(self, store: BatchStore, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
         now = datetime.now(UTC)
         decoded, dead = decode_customer_records(records, InvoiceJob, self.worker, self.metrics)
         out: list[OutgoingRecord] = [letter for position in sorted(dead) for letter in dead[position]]
@@ -39,8 +38,8 @@ class BillingHandler:
         if not jobs:
             return out
 
-        states = await repository.lock_states(conn, (job.customer_id for _, job in jobs), share=True)
-        decided = await repository.decided_jobs(conn, (job.job_id for _, job in jobs))
+        states = await store.lock_states((job.customer_id for _, job in jobs), share=True)
+        decided = await store.decided_jobs((job.job_id for _, job in jobs))
         rows: list[DecisionRow] = []
         counts: Counter[str] = Counter()
         for record, job in jobs:
@@ -66,7 +65,7 @@ class BillingHandler:
                 value = dropped_job_value(job_text, utc_iso(now), verdict.suspension_version)
             out.append(OutgoingRecord(topic=topic, key=record.key, value=value,
                                     record_id=job.job_id, source_partition=record.partition))
-        await repository.insert_decisions(conn, rows)
+        await store.insert_decisions(rows)
         for decision, count in counts.items():
             self.metrics.invoice_jobs.labels(decision=decision).inc(count)
         return out

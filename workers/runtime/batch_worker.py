@@ -1,7 +1,7 @@
 """The consume loop shared by the state and billing workers.
 
-One batch from ``getmany`` is handled in one PostgreSQL transaction that also
-writes every record to publish into the outbox (``workers/runtime/outbox.py``).
+One batch from ``getmany`` is handled in one unit of work (``workers/runtime/db/unit_of_work.py``: a
+PostgreSQL transaction that also writes every record to publish into the outbox).
 After the commit the outbox records are published, and only once the broker
 acknowledged them are the Kafka offsets committed. Batches of different
 partitions are in flight at the same time (``batch_max_in_flight``), never two
@@ -23,13 +23,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from workers.runtime.context import WorkerContext
 from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
+from workers.runtime.db.unit_of_work import BatchStore, UnitOfWork
 from workers.runtime.deadletters import dead_letter
 from workers.runtime.kafka import make_consumer
 from workers.runtime.outbox import Outbox
@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 
 class BatchHandler(Protocol):
-    async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
-        """Apply the batch inside the open transaction; return what to publish, in order."""
+    async def handle(self, store: BatchStore, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
+        """Apply the batch through the unit of work's stores; return what to publish, in order."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's base class is untyped
@@ -74,7 +74,7 @@ class BatchWorker:
         self.pool = context.database
         self.source_topic = source_topic
         self.handler = handler
-        self.outbox = Outbox(source_topic, self.pool, context.producer, self.settings.kafka_max_record_bytes)
+        self.outbox = Outbox(source_topic, self.pool, context.producer)
         self.assigned: set[int] = set()
         self.outbox_to_flush: set[int] = set()
         # Batches being applied, published and committed, by partition. A partition has at most one
@@ -216,9 +216,15 @@ class BatchWorker:
         self.metrics.records_consumed.labels(worker=self.name, topic=self.source_topic).inc(len(records))
 
     async def _commit(self, records: Sequence[ConsumerRecord]) -> list[tuple[list[int], list[OutgoingRecord]]]:
-        """Apply records in one transaction with their outbox rows: all of them, or none."""
-        return [await self.outbox.commit(functools.partial(self.handler.handle, records=records),
-                                         {record.partition for record in records})]
+        """Apply records in one unit of work with their outbox rows (deleting the rows published since the
+        last one): all of them, or none."""
+        with self.outbox.published_to_delete() as published:
+            async with self._unit_of_work({record.partition for record in records}) as uow:
+                outgoing = await self.handler.handle(uow, records)
+                return [(await uow.commit(outgoing, published), outgoing)]
+
+    def _unit_of_work(self, partitions: set[int]) -> UnitOfWork:
+        return UnitOfWork(self.pool, self.source_topic, partitions, self.settings.kafka_max_record_bytes)
 
     async def _reject(self, rejected: set[tuple[int, int]], record: ConsumerRecord,
                       error: BaseException) -> list[tuple[list[int], list[OutgoingRecord]]]:
@@ -231,10 +237,8 @@ class BatchWorker:
         letter = dead_letter(record, f"refused while being applied: {describe(error)}", self.name, self.metrics,
                              log_reason=label)
 
-        async def letter_only(_: asyncpg.Connection) -> list[OutgoingRecord]:
-            return [letter]
-
-        committed = await self.outbox.commit(letter_only, {record.partition})
+        async with self._unit_of_work({record.partition}) as uow:
+            committed = (await uow.commit([letter], ()), [letter])
         rejected.add((record.partition, record.offset))
         return [committed]
 

@@ -2,8 +2,8 @@
 
 Everything about it lives here: the packed row format, its SQL, the relay that publishes the
 rows, and the deferred delete of published rows. A worker commits a batch's effects and its
-outgoing records in one transaction (``commit``), publishes them (``publish``), and marks
-them published; their rows are deleted by the next batch's outbox statement, or when the worker
+outgoing records in one transaction (``workers/runtime/db/unit_of_work.py``, which writes the rows
+with ``replace_rows``), publishes them (``publish``), and marks them published; their rows are deleted by the next batch's outbox statement, or when the worker
 is idle (``delete_published``). Rows left by a crash are published by whoever owns the source
 partition next (``publish_left_over``), before it consumes; consumers deduplicate by record id.
 """
@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import asyncpg
 import msgpack
 from aiokafka import AIOKafkaProducer
 
-from workers.runtime.poison import check_sizes
 from workers.runtime.publishing import OutgoingRecord, publish_all
 
 _U16 = struct.Struct(">H")
@@ -147,16 +146,11 @@ async def delete_rows(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
 # --- the relay --------------------------------------------------------------------------------
 
 
-ApplyBatch = Callable[[asyncpg.Connection], Awaitable[list[OutgoingRecord]]]
-
-
 class Outbox:
     """The outbox rows of one worker's source topic, and the relay that publishes them."""
 
-    def __init__(self, source_topic: str, pool: asyncpg.Pool, producer: AIOKafkaProducer,
-                 max_record_bytes: int) -> None:
+    def __init__(self, source_topic: str, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
         self.source_topic = source_topic
-        self.max_record_bytes = max_record_bytes
         self._pool = pool
         self._producer = producer
         # Rows already published, deleted in the next batch's transaction (or when idle): one round
@@ -167,20 +161,6 @@ class Outbox:
     def has_published_rows(self) -> bool:
         return bool(self._published_ids)
 
-    async def commit(self, apply: ApplyBatch, source_partitions: Iterable[int]) -> tuple[list[int], list[OutgoingRecord]]:
-        """Run ``apply`` on a batch of these source partitions, once no other owner of them is applying
-        one, in a transaction that also writes its records to the outbox (and deletes the rows published
-        since the last one); returns the new row ids and the records to publish. A record larger than
-        ``max_record_bytes`` raises ``RecordTooLarge`` and nothing commits."""
-        with self._published_to_delete() as to_delete:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await lock_source_partitions(conn, self.source_topic, source_partitions)
-                records = await apply(conn)
-                # A record the broker would refuse must fail its batch now, before its effects commit.
-                check_sizes(records, self.max_record_bytes)
-                ids = await replace_rows(conn, self.source_topic, records, to_delete)
-        return ids, records
-
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
         if records:
             await publish_all(self._producer, records)
@@ -189,7 +169,7 @@ class Outbox:
         self._published_ids.extend(ids)
 
     async def delete_published(self) -> None:
-        with self._published_to_delete() as ids:
+        with self.published_to_delete() as ids:
             if ids:
                 async with self._pool.acquire() as conn:
                     await delete_rows(conn, ids)
@@ -206,7 +186,7 @@ class Outbox:
         return pending
 
     @contextlib.contextmanager
-    def _published_to_delete(self) -> Iterator[list[int]]:
+    def published_to_delete(self) -> Iterator[list[int]]:
         """Take the published row ids for deletion; they are put back if the deletion fails."""
         ids, self._published_ids = self._published_ids, []
         try:

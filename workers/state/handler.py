@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import asyncpg
 import orjson
 from aiokafka.structs import ConsumerRecord
 
@@ -25,8 +24,8 @@ from models import (
 )
 from models.invoices import accepted_job_value
 from topics import INVOICE_JOBS_ACCEPTED, SUSPENSION_EVENTS, SUSPENSION_STATE
-from workers.runtime.db import repository
 from workers.runtime.db.repository import HistoryRow, ScheduleRow
+from workers.runtime.db.unit_of_work import BatchStore
 from workers.runtime.deadletters import dead_letter, decode_customer_records
 from workers.runtime.metrics import Metrics
 from workers.runtime.publishing import OutgoingRecord, cloudevent_headers
@@ -41,13 +40,13 @@ class StateHandler:
         self.metrics = metrics
         self.lifecycle_events = lifecycle_events
 
-    async def handle(self, conn: asyncpg.Connection, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
+    async def handle(self, store: BatchStore, records: Sequence[ConsumerRecord]) -> list[OutgoingRecord]:
         now = datetime.now(UTC)
         occurred_at = utc_iso(now)
         commands, outputs = decode_customer_records(records, SuspensionCommand, self.worker, self.metrics)
 
-        stored = await repository.lock_states(conn, (c.customer_id for _, c in commands))
-        processed = await repository.processed_among(conn, (c.command_id for _, c in commands))
+        stored = await store.lock_states((c.customer_id for _, c in commands))
+        processed = await store.processed_among((c.command_id for _, c in commands))
         plan = plan_batch(stored, processed, commands, now)
 
         history: list[HistoryRow] = []
@@ -80,7 +79,7 @@ class StateHandler:
                 if transition.settle_missed_invoices is not None:
                     settlements.setdefault(command.customer_id, applied)
 
-        settled = await self._settle_missed(conn, settlements, now) if settlements else {}
+        settled = await self._settle_missed(store, settlements, now) if settlements else {}
         for applied, change in changes:
             record = records[applied.position]
             customer_id = applied.command.customer_id
@@ -90,13 +89,13 @@ class StateHandler:
             if jobs and applied.transition.settle_missed_invoices is MissedInvoices.BILL:
                 outputs[applied.position].extend(rebilled_record(job, record) for job in jobs)
 
-        await repository.write_applied(conn, list(plan.final_states.values()), history, outcomes, now)
-        await repository.write_schedules(conn, list(schedules.values()))
+        await store.write_applied(list(plan.final_states.values()), history, outcomes, now)
+        await store.write_schedules(list(schedules.values()))
         self._count(counts)
         return [out for position in sorted(outputs) for out in outputs[position]]
 
     async def _settle_missed(
-        self, conn: asyncpg.Connection, settlements: dict[str, Applied], now: datetime
+        self, store: BatchStore, settlements: dict[str, Applied], now: datetime
     ) -> dict[str, tuple[str, list[str]]]:
         """Rebill or waive, in one statement, the jobs dropped during the suspensions these lifts ended;
         returns each customer's (status, job texts in the order they were dropped)."""
@@ -105,7 +104,7 @@ class StateHandler:
                           else "waived", applied.command.command_id)
             for customer_id, applied in settlements.items()
         }
-        settled = await repository.settle_dropped_jobs(conn, modes, now)
+        settled = await store.settle_dropped_jobs(modes, now)
         for customer_id, jobs in settled.items():
             self.metrics.invoice_jobs.labels(decision=modes[customer_id][0]).inc(len(jobs))
         return {customer_id: (modes[customer_id][0], jobs) for customer_id, jobs in settled.items()}

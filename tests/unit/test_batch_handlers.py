@@ -1,0 +1,98 @@
+"""The state and billing handlers without PostgreSQL: an in-memory BatchStore in place of the unit of work."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import orjson
+from aiokafka.structs import ConsumerRecord
+
+from models import CustomerState
+from tests.integration import builders
+from topics import DEADLETTER, INVOICE_JOBS, INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED, SUSPENSION_COMMANDS
+from workers.billing.handler import BillingHandler
+from workers.runtime.db.repository import DecisionRow, HistoryRow, ScheduleRow
+from workers.runtime.metrics import Metrics
+from workers.runtime.publishing import OutgoingRecord
+from workers.state.handler import StateHandler
+
+
+@dataclass
+class MemoryStore:
+    """A BatchStore holding what PostgreSQL would, for one test."""
+
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    history: list[HistoryRow] = field(default_factory=list)
+    processed: dict[str, str] = field(default_factory=dict)
+    schedules: dict[str, ScheduleRow] = field(default_factory=dict)
+    decisions: dict[str, DecisionRow] = field(default_factory=dict)
+
+    async def lock_states(self, customer_ids: Iterable[str], *, share: bool = False) -> dict[str, CustomerState]:
+        return {c: replace(self.states[c]) for c in customer_ids if c in self.states}
+
+    async def processed_among(self, command_ids: Iterable[str]) -> set[str]:
+        return {c for c in command_ids if c in self.processed}
+
+    async def write_applied(self, states: Sequence[CustomerState], history: Sequence[HistoryRow],
+                            outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
+        self.states.update((s.customer_id, s) for s in states)
+        self.history.extend(history)
+        self.processed.update(outcomes)
+
+    async def write_schedules(self, rows: Sequence[ScheduleRow]) -> None:
+        self.schedules.update((r.schedule_id, r) for r in rows)
+
+    async def settle_dropped_jobs(self, settlements: dict[str, tuple[str, str]], at: datetime) -> dict[str, list[str]]:
+        settled: dict[str, list[str]] = {c: [] for c in settlements}
+        for job_id, row in self.decisions.items():
+            if row.customer_id in settlements and row.status == "dropped":
+                self.decisions[job_id] = replace(row, status=settlements[row.customer_id][0])
+                settled[row.customer_id].append(row.job)
+        return settled
+
+    async def decided_jobs(self, job_ids: Iterable[str]) -> set[str]:
+        return {j for j in job_ids if j in self.decisions}
+
+    async def insert_decisions(self, rows: Sequence[DecisionRow]) -> None:
+        self.decisions.update((r.job_id, r) for r in rows)
+
+
+def records(values: list[dict[str, object]], topic: str = SUSPENSION_COMMANDS.name) -> list[ConsumerRecord]:
+    out = []
+    for offset, item in enumerate(values):
+        key, value = str(item["customer_id"]).encode(), orjson.dumps(item)
+        out.append(ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, len(key), len(value), ()))
+    return out
+
+
+def on(topic: str, outgoing: list[OutgoingRecord]) -> list[dict[str, object]]:
+    return [orjson.loads(record.value) for record in outgoing if record.topic == topic]
+
+
+def test_a_suspension_a_duplicate_and_a_lift_that_bills_the_dropped_job() -> None:
+    store, state, billing = MemoryStore(), StateHandler("state", Metrics()), BillingHandler("billing", Metrics())
+    suspend = builders.command("c1", "s1")
+    out = asyncio.run(state.handle(store, records([suspend, suspend])))  # the same command twice in one batch
+    assert [r["version"] for r in on("suspension.state", out)] == [1]
+    assert [e["type"] for e in on("suspension.events", out)] == ["suspended"]
+    assert [row.command_id for row in store.history] == [suspend["command_id"]]
+
+    job = builders.invoice_job("c1", "s1")
+    decided = asyncio.run(billing.handle(store, records([job], INVOICE_JOBS.name)))
+    assert [r["job_id"] for r in on(INVOICE_JOBS_DROPPED.name, decided)] == [job["job_id"]]
+
+    lifted = asyncio.run(state.handle(store, records([builders.command("c1", "s1", action="lift")])))
+    assert [e["invoices_billed"] for e in on("suspension.events", lifted)] == [[job["job_id"]]]
+    assert on(INVOICE_JOBS_ACCEPTED.name, lifted) == [job | {"rebilled": True}]
+    assert store.states["c1"].version == 2 and not store.states["c1"].suspended
+
+
+def test_a_command_for_another_space_is_dead_lettered_and_changes_nothing() -> None:
+    store, state = MemoryStore(), StateHandler("state", Metrics())
+    asyncio.run(state.handle(store, records([builders.command("c2", "s1")])))
+    out = asyncio.run(state.handle(store, records([builders.command("c2", "elsewhere", action="lift")])))
+    [letter] = on(DEADLETTER.name, out)
+    assert "space" in str(letter["error"]) and store.states["c2"].suspended and store.states["c2"].version == 1
