@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from models import utc_iso
 from suspensions.local.processes import WorkerProcess as LocalWorkerProcess
@@ -22,6 +23,15 @@ from suspensions.local.processes import service_env
 from workers.runtime.config import Settings
 
 Record = dict[str, Any]
+
+
+def consumer_records(values: list[dict[str, Any]], topic: str) -> list[ConsumerRecord]:
+    """Consecutive records of partition 0 as a consumer reads them, keyed by customer as upstream keys them."""
+    records = []
+    for offset, item in enumerate(values):
+        key, value = str(item["customer_id"]).encode(), orjson.dumps(item)
+        records.append(ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, len(key), len(value), ()))
+    return records
 
 
 def uid(prefix: str) -> str:

@@ -13,7 +13,7 @@ from aiokafka.structs import ConsumerRecord
 
 from suspensions import queries
 from tests.integration import builders
-from tests.support import uid, wait_until
+from tests.support import consumer_records, uid, wait_until
 from topics import INVOICE_JOBS, SUSPENSION_COMMANDS
 from workers.billing.handler import BillingHandler
 from workers.runtime.config import Settings
@@ -26,12 +26,7 @@ pytestmark = pytest.mark.integration
 
 
 def as_records(values: list[dict[str, object]], topic: str = SUSPENSION_COMMANDS.name) -> list[ConsumerRecord]:
-    """Consecutive records of partition 0, keyed by customer as upstream keys them."""
-    records = []
-    for offset, item in enumerate(values):
-        key, value = str(item["customer_id"]).encode(), orjson.dumps(item)
-        records.append(ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, len(key), len(value), ()))
-    return records
+    return consumer_records(values, topic)
 
 
 @dataclass

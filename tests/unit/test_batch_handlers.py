@@ -12,6 +12,7 @@ from aiokafka.structs import ConsumerRecord
 
 from models import CustomerState
 from tests.integration import builders
+from tests.support import consumer_records
 from topics import DEADLETTER, INVOICE_JOBS, INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED, SUSPENSION_COMMANDS
 from workers.billing.handler import BillingHandler
 from workers.runtime.db.repository import DecisionRow, HistoryRow, ScheduleRow
@@ -61,11 +62,7 @@ class MemoryStore:
 
 
 def records(values: list[dict[str, object]], topic: str = SUSPENSION_COMMANDS.name) -> list[ConsumerRecord]:
-    out = []
-    for offset, item in enumerate(values):
-        key, value = str(item["customer_id"]).encode(), orjson.dumps(item)
-        out.append(ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, len(key), len(value), ()))
-    return out
+    return consumer_records(values, topic)
 
 
 def on(topic: str, outgoing: list[OutgoingRecord]) -> list[dict[str, object]]:
