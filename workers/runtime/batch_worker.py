@@ -87,8 +87,10 @@ class BatchWorker:
         self._offsets_to_commit: dict[TopicPartition, int] = {}
         self._commit_now = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()  # the runner's, once running
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         consumer = make_consumer(
             self.settings, self.group_id, max_poll_records=self.settings.batch_max_records
         )
@@ -168,16 +170,23 @@ class BatchWorker:
 
     async def _fetch(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
                      timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
-        try:
+        async def fetch() -> dict[TopicPartition, list[ConsumerRecord]]:
             batches: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
-                *partitions, timeout_ms=timeout_ms, max_records=self.settings.batch_max_records
-            )
+                *partitions, timeout_ms=timeout_ms, max_records=self.settings.batch_max_records)
             return batches
-        except KafkaError as error:
-            self.health.kafka_ok = False
-            log.warning("fetch failed, retrying", extra={"worker": self.name, "error": repr(error)})
-            await asyncio.sleep(self.settings.retry_initial_backoff_s)
+
+        def failed(error: BaseException, delay: float) -> None:
+            self.health.kafka_ok = False  # until the process's broker check sees it answer again
+            self.metrics.retries.labels(worker=self.name, dependency="kafka").inc()
+            log.warning("fetch failed, retrying",
+                        extra={"worker": self.name, "error": repr(error), "backoff_s": delay})
+
+        try:
+            # The one retry loop, with its backoff; once the worker is stopping, a failure ends it instead.
+            fetched, _ = await retry(fetch, (KafkaError,), self.settings.backoff, failed, self._stop)
+        except KafkaError:
             return {}
+        return fetched
 
     async def _process(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         started = time.perf_counter()

@@ -25,6 +25,7 @@ from workers.runtime.context import WorkerContext
 from workers.runtime.db import repository
 from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
 from workers.runtime.publishing import command_record, publish_all
+from workers.runtime.retry import retry
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,18 @@ class ScheduleFirer:
         self._published: dict[str, float] = {}  # fire command id -> when it was published (monotonic)
 
     async def run(self, stop: asyncio.Event) -> None:
-        interval = self._context.settings.schedule_poll_interval_ms / 1000
+        settings = self._context.settings
+        interval = settings.schedule_poll_interval_ms / 1000
+
+        def failed(error: BaseException, delay: float) -> None:
+            log.warning("firing schedules failed, retrying", extra={"error": repr(error), "backoff_s": delay})
+
         while not stop.is_set():
             try:
-                await self.fire_due()
-            except (KafkaError, *TRANSIENT_DB_ERRORS) as error:  # the next poll tries again
-                log.warning("firing schedules failed, retrying", extra={"error": repr(error)})
+                # The one retry loop: a dependency that is down is asked again with backoff, not every poll.
+                await retry(self.fire_due, (KafkaError, *TRANSIENT_DB_ERRORS), settings.backoff, failed, stop)
+            except (KafkaError, *TRANSIENT_DB_ERRORS):
+                return  # failed while stopping
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
