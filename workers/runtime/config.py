@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     # How long a fetch may wait for data. Apache Kafka answers as soon as data arrives; the local
     # broker always waits this long, so locally it must be short or every hop costs the full wait.
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=0)
-    # The state and billing workers commit offsets at most this often (and always before a
+    # Every worker commits offsets at most this often (the state and billing workers always before a
     # revocation or shutdown); a crash redelivers at most this much work, deduplicated by id.
     kafka_commit_interval_ms: int = Field(default=100, ge=0)
 

@@ -313,7 +313,15 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
 
 
 def faust_app(settings: Settings, group_id: str) -> LeanApp:
-    """A faust app configured from the settings (the triggers worker's, and the benchmark's floor)."""
+    """A faust app configured from the settings (the triggers worker's, and the benchmark's floor): the
+    group's options are the ones every other consumer of the service takes (``Settings.consumer_options``),
+    in faust's names and units."""
+    options = settings.consumer_options(group_id)
+
+    def seconds(milliseconds: object) -> float:
+        assert isinstance(milliseconds, int)
+        return milliseconds / 1000
+
     return app_class(settings.kafka_fetch_max_wait_ms)(
         group_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
@@ -322,14 +330,14 @@ def faust_app(settings: Settings, group_id: str) -> LeanApp:
         web_enabled=False,
         topic_disable_leader=True,
         topic_allow_declare=False,
-        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
-        broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
-        broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
-        broker_max_poll_interval=settings.kafka_max_poll_interval_ms / 1000,
-        broker_commit_interval=1.0,
+        broker_session_timeout=seconds(options["session_timeout_ms"]),
+        broker_heartbeat_interval=seconds(options["heartbeat_interval_ms"]),
+        broker_rebalance_timeout=seconds(options["rebalance_timeout_ms"]),
+        broker_max_poll_interval=seconds(options["max_poll_interval_ms"]),
+        broker_commit_interval=settings.kafka_commit_interval_ms / 1000,
         broker_max_poll_records=settings.batch_max_records,
         stream_buffer_maxsize=4 * settings.batch_max_records,
-        consumer_auto_offset_reset="earliest",
+        consumer_auto_offset_reset=options["auto_offset_reset"],
         stream_wait_empty=True,
         Monitor=QuietMonitor,
         Stream=QuietStream,
