@@ -1,29 +1,34 @@
 """Operator actions: build contract commands, publish them, and wait for the state worker.
 
-The CLI is one more upstream: it never writes suspension state itself.
+The CLI is one more upstream: it never writes suspension state itself. A bulk run (``run_bulk``) is
+the same for the CLI and the API: outcomes are the state worker's ``Outcome`` values, or
+``unconfirmed`` when none came in time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TextIO
+from typing import Any, Literal, Protocol, TextIO
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel, Field
 
 from models import ID_MAX_LENGTH, TEXT_MAX_LENGTH, Action, MissedInvoices, Reason, Source, SuspensionCommand, utc_iso
 from models.base import MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN
 from models.moments import MomentError, in_future, parse_when, shown
 from suspensions.queries import command_outcomes
 from workers.runtime.publishing import command_record, publish_all
+from workers.state.transitions import Outcome
 
 
 def manual_command(
@@ -85,12 +90,27 @@ def scheduled_summary(command: SuspensionCommand, tz: ZoneInfo) -> list[dict[str
     return lines
 
 
-def schedule_view(row: Mapping[str, Any], tz: ZoneInfo) -> dict[str, object]:
+class PendingSchedule(BaseModel):
+    """A pending schedule as operators read it (the CLI's ``schedule list --json``, the API's schedules)."""
+
+    schedule_id: str
+    customer_id: str
+    action: Action
+    at: str = Field(description="In UTC, ISO 8601")
+    at_local: str = Field(description="In the space's time zone, ISO 8601 with its offset")
+    time_zone: str = Field(description="The space's time zone (IANA)")
+    when: str = Field(description="For people: UTC to the millisecond, with the local time beside it")
+    missed_invoices: MissedInvoices | None
+    actor: str
+    note: str | None
+
+
+def schedule_view(row: Mapping[str, Any], tz: ZoneInfo) -> PendingSchedule:
     """A schedule as operators read it: UTC and the space's local time."""
-    return {"schedule_id": row["schedule_id"], "customer_id": row["customer_id"], "action": row["action"],
-            "at": utc_iso(row["at"]), "at_local": row["at"].astimezone(tz).isoformat(), "time_zone": tz.key,
-            "when": shown(row["at"], tz), "missed_invoices": row["missed_invoices"], "actor": row["actor"],
-            "note": row["note"]}
+    return PendingSchedule(schedule_id=row["schedule_id"], customer_id=row["customer_id"], action=row["action"],
+                           at=utc_iso(row["at"]), at_local=row["at"].astimezone(tz).isoformat(), time_zone=tz.key,
+                           when=shown(row["at"], tz), missed_invoices=row["missed_invoices"], actor=row["actor"],
+                           note=row["note"])
 
 
 async def publish(producer: AIOKafkaProducer, commands: list[SuspensionCommand]) -> None:
@@ -100,7 +120,7 @@ async def publish(producer: AIOKafkaProducer, commands: list[SuspensionCommand])
 
 async def wait_for_outcomes(
     conn: asyncpg.Connection, command_ids: list[str], timeout_s: float, poll_s: float = 0.1
-) -> dict[str, str]:
+) -> dict[str, Outcome]:
     """Outcomes (changed / noop / rejected) of the commands, as far as applied within the timeout."""
     return await poll_outcomes(lambda chunk: command_outcomes(conn, chunk), command_ids, timeout_s, poll_s)
 
@@ -111,14 +131,25 @@ class Connections(Protocol):
     def acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
 
+class OneConnection:
+    """One open connection as ``Connections`` (the CLI's, which has no pool), lent again for every query."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        yield self._conn
+
+
 async def wait_for_outcomes_pooled(
     pool: Connections, command_ids: list[str], timeout_s: float, poll_s: float = 0.1,
     keep_going: Callable[[], Awaitable[bool]] | None = None,
-) -> dict[str, str]:
+) -> dict[str, Outcome]:
     """As ``wait_for_outcomes``, holding a connection of ``pool`` only for each poll's query: a caller that
     waits seconds for the state worker (the API's ``?wait=true``, a bulk job) ties up no connection meanwhile.
     ``keep_going`` is asked between polls; False ends the wait early."""
-    async def fetch(chunk: list[str]) -> dict[str, str]:
+    async def fetch(chunk: list[str]) -> dict[str, Outcome]:
         try:
             async with pool.acquire() as conn:
                 return await command_outcomes(conn, chunk)
@@ -129,10 +160,10 @@ async def wait_for_outcomes_pooled(
 
 
 async def poll_outcomes(
-    fetch: Callable[[list[str]], Awaitable[dict[str, str]]], command_ids: list[str], timeout_s: float,
+    fetch: Callable[[list[str]], Awaitable[dict[str, Outcome]]], command_ids: list[str], timeout_s: float,
     poll_s: float = 0.1, keep_going: Callable[[], Awaitable[bool]] | None = None,
-) -> dict[str, str]:
-    outcomes: dict[str, str] = {}
+) -> dict[str, Outcome]:
+    outcomes: dict[str, Outcome] = {}
     remaining = list(command_ids)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while remaining:
@@ -148,7 +179,7 @@ async def poll_outcomes(
     return outcomes
 
 
-async def wait_for_command(conn: asyncpg.Connection, command_id: str, timeout_s: float) -> str | None:
+async def wait_for_command(conn: asyncpg.Connection, command_id: str, timeout_s: float) -> Outcome | None:
     return (await wait_for_outcomes(conn, [command_id], timeout_s)).get(command_id)
 
 
@@ -222,34 +253,101 @@ def read_bulk_lines(handle: Iterable[str]) -> Iterator[BulkLine | MalformedLine]
             yield BulkLine(line_number, customer_id, space_id, note)
 
 
+# --- bulk runs: the one implementation, for the CLI and the API --------------------------------
+
+Unconfirmed = Literal["unconfirmed"]
+UNCONFIRMED: Unconfirmed = "unconfirmed"  # sent, but no outcome known yet: not one of the state worker's
+BulkOutcome = Outcome | Unconfirmed
+# What processed_commands can hold: a duplicate's outcome is its first delivery's, so never DUPLICATE.
+RECORDED_OUTCOMES = (Outcome.CHANGED, Outcome.NOOP, Outcome.REJECTED)
+
+
 @dataclass
-class BulkSummary:
-    sent: int = 0
-    applied: int = 0
-    noop: int = 0
-    rejected: int = 0
-    unconfirmed: int = 0
+class BulkRun:
+    """What a bulk run did with its lines: those sent, with their outcomes, and those not sent, with why."""
+
+    sent: list[tuple[BulkLine, SuspensionCommand]] = field(default_factory=list)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
     malformed: list[MalformedLine] = field(default_factory=list)
+    unknown: list[BulkLine] = field(default_factory=list)  # refused by the caller's ``known``: not sent
+    unsent: list[BulkLine] = field(default_factory=list)  # not reached: the run was stopped
+    stopped: bool = False  # ``keep_going`` said no, before a chunk or while waiting for outcomes
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "sent": self.sent, "applied": self.applied, "noop": self.noop, "rejected": self.rejected,
-            "unconfirmed": self.unconfirmed,
-            "malformed": [{"line": m.line_number, "error": m.error} for m in self.malformed],
-        }
+    def outcome(self, command: SuspensionCommand) -> BulkOutcome:
+        return self.outcomes.get(command.command_id, UNCONFIRMED)
+
+    def counts(self) -> dict[str, int]:
+        """Sent commands per outcome, every recorded outcome and ``unconfirmed`` present (0 or more)."""
+        counts = dict.fromkeys([*(str(outcome) for outcome in RECORDED_OUTCOMES), UNCONFIRMED], 0)
+        for _, command in self.sent:
+            outcome = str(self.outcome(command))
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
 
 
-def count_outcomes(summary: BulkSummary, outcomes: dict[str, str], command_ids: list[str]) -> None:
-    for command_id in command_ids:
-        outcome = outcomes.get(command_id)
-        if outcome == "changed":
-            summary.applied += 1
-        elif outcome == "noop":
-            summary.noop += 1
-        elif outcome == "rejected":
-            summary.rejected += 1
-        else:
-            summary.unconfirmed += 1
+def _well_formed_chunks(lines: Iterable[BulkLine | MalformedLine], size: int,
+                        malformed: list[MalformedLine]) -> Iterator[list[BulkLine]]:
+    """Chunks of ``size`` well-formed lines, read as they come; malformed lines go to ``malformed``."""
+    chunk: list[BulkLine] = []
+    for item in lines:
+        if isinstance(item, MalformedLine):
+            malformed.append(item)
+            continue
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def run_bulk(
+    lines: Iterable[BulkLine | MalformedLine], action: Action, actor: str, missed: MissedInvoices | None, *,
+    producer: AIOKafkaProducer, batch_size: int, connections: Connections | None, timeout_s: float,
+    poll_s: float = 0.1, known: Callable[[list[BulkLine]], Awaitable[set[str]]] | None = None,
+    keep_going: Callable[[], Awaitable[bool]] | None = None, published: Callable[[int], Awaitable[None]] | None = None,
+    run: BulkRun | None = None,
+) -> BulkRun:
+    """Publish the lines' commands chunk by chunk, then wait for their outcomes: the CLI's bulk (a file,
+    streamed) and the API's (an upload's job) are both this.
+
+    Per chunk of ``batch_size`` well-formed lines: ``keep_going`` is asked first (False stops the run,
+    every line left unsent), ``known`` picks the customers that may be sent (the others are not), the
+    chunk's commands are published and acknowledged, and ``published`` is told how many so far. Then,
+    given ``connections``, the outcomes are awaited up to ``timeout_s`` (``keep_going`` asked between
+    polls); without, none is, and every sent line stays unconfirmed. ``run`` collects as it goes, so a
+    caller that passes one still has what was done if this raises."""
+    run = run if run is not None else BulkRun()
+    chunks = _well_formed_chunks(lines, batch_size, run.malformed)
+    for chunk in chunks:
+        if keep_going is not None and not await keep_going():
+            run.stopped = True
+            run.unsent.extend(chunk)
+            for rest in chunks:
+                run.unsent.extend(rest)
+            return run
+        allowed = await known(chunk) if known is not None else None
+        batch: list[tuple[BulkLine, SuspensionCommand]] = []
+        for line in chunk:
+            if allowed is None or line.customer_id in allowed:
+                batch.append((line, bulk_command(action, line, actor, missed)))
+            else:
+                run.unknown.append(line)
+        await publish(producer, [command for _, command in batch])
+        run.sent.extend(batch)
+        if published is not None:
+            await published(len(run.sent))
+    if connections is None or not run.sent:
+        return run
+
+    async def still_going(asked: Callable[[], Awaitable[bool]]) -> bool:
+        run.stopped = not await asked()
+        return not run.stopped
+
+    run.outcomes = await wait_for_outcomes_pooled(
+        connections, [command.command_id for _, command in run.sent], timeout_s, poll_s,
+        keep_going=None if keep_going is None else functools.partial(still_going, keep_going))
+    return run
 
 
 def bulk_command(

@@ -12,6 +12,7 @@ import asyncpg
 
 from models import CustomerState
 from workers.runtime.db.repository import STATE_COLUMNS, state_from_row
+from workers.state.transitions import Outcome
 
 
 async def customer_state(conn: asyncpg.Connection, customer_id: str) -> CustomerState | None:
@@ -61,12 +62,12 @@ async def invoice_totals(
     return rows
 
 
-async def command_outcomes(conn: asyncpg.Connection, command_ids: Sequence[str]) -> dict[str, str]:
+async def command_outcomes(conn: asyncpg.Connection, command_ids: Sequence[str]) -> dict[str, Outcome]:
     """Outcomes (changed / noop / rejected) of those of these commands the state worker processed."""
     rows = await conn.fetch(
         "SELECT command_id, outcome FROM processed_commands WHERE command_id = ANY($1::text[])", list(command_ids)
     )
-    return {row["command_id"]: row["outcome"] for row in rows}
+    return {row["command_id"]: Outcome(row["outcome"]) for row in rows}
 
 
 SCHEDULE_COLUMNS = "schedule_id, customer_id, space_id, action, at, missed_invoices, actor, note, status, updated_at"

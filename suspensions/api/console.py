@@ -10,7 +10,6 @@ messages of their own (``NOTICES``, ``PROBLEMS``), picked by a code in the URL, 
 from __future__ import annotations
 
 import hmac
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -24,7 +23,7 @@ from starlette.formparsers import MultiPartException
 
 from models import Action, MissedInvoices, Source
 from models.moments import MomentError, shown
-from suspensions import access
+from suspensions import access, operators
 from suspensions.access import Principal, Role
 from suspensions.api.browser import clear_session_cookie, from_this_site, session_cookie, set_session_cookie
 from suspensions.api.edge import BodyTooLarge, check_bulk_lines
@@ -37,7 +36,7 @@ BULK_ACTIONS = {"suspend": Action.SUSPEND, "lift": Action.LIFT}
 # What a customer page may say after an action: picked by the code in ?done= / ?error=, never read from
 # the URL (a link could otherwise make the console say anything). An unknown code shows nothing.
 NOTICES = {f"{action}:{outcome}": f"Applied: {action} → {outcome}. The state below is the new one."
-           for action in BULK_ACTIONS for outcome in ("changed", "noop", "rejected")} | {
+           for action in BULK_ACTIONS for outcome in operators.RECORDED_OUTCOMES} | {
     f"{action}:pending": f"Sent: {action}, not applied yet; reload the page in a moment." for action in BULK_ACTIONS}
 PROBLEMS = {
     "when": "Not sent: that moment cannot be used. Give a moment in the future, in ISO 8601 (2026-12-01, "
@@ -67,9 +66,7 @@ async def session(request: Request) -> Session:
     if cookie:
         throttle: AuthThrottle = request.app.state.throttle
         with throttle.attempt(request) as attempt:
-            async with ops.pool.acquire() as conn:
-                found = await access.session_principal(conn, cookie,
-                                                       timedelta(seconds=ops.settings.api_session_idle_s))
+            found = await ops.session(cookie)
             if found is not None:
                 attempt.succeeded()
                 return Session(found[0], found[1], cookie)
@@ -127,17 +124,14 @@ def register_console(app: FastAPI) -> None:
                           error="Too many failed sign-ins from this address; try again in a minute.")
             answer.headers.update(refused.headers or {})
             return answer
-        idle = timedelta(seconds=ops.settings.api_session_idle_s)
         with attempt:
-            async with ops.pool.acquire() as conn:
-                principal = await access.principal_for_token(conn, token.strip())
-                if principal is None:
-                    request.app.state.metrics.auth_failures.labels(reason="unknown or revoked").inc()
-                    attempt.failed("sign-in with an unknown or revoked token", token.strip())
-                    return page(request, "signin.html", status=401, next=next, error="Unknown or revoked token.")
-                attempt.succeeded()
-                await access.purge_sessions(conn, idle)
-                cookie, _ = await access.open_session(conn, principal)
+            principal = await ops.principal_for_token(token.strip())
+            if principal is None:
+                request.app.state.metrics.auth_failures.labels(reason="unknown or revoked").inc()
+                attempt.failed("sign-in with an unknown or revoked token", token.strip())
+                return page(request, "signin.html", status=401, next=next, error="Unknown or revoked token.")
+            attempt.succeeded()
+            cookie = await ops.open_session(principal)
         # Only a path of this site: "//host" and "/\\host" are other sites to a browser.
         response = RedirectResponse(next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/",
                                     status_code=303)
@@ -148,8 +142,7 @@ def register_console(app: FastAPI) -> None:
     async def signout(request: Request, signed: Signed, csrf: Annotated[str, Form()]) -> RedirectResponse:
         _checked_form(signed, csrf)
         ops: Operations = request.app.state.operations
-        async with ops.pool.acquire() as conn:
-            await access.close_session(conn, signed.cookie)
+        await ops.close_session(signed.cookie)
         response = RedirectResponse("/signin", status_code=303)
         clear_session_cookie(response, request)
         return response
@@ -253,7 +246,7 @@ def register_console(app: FastAPI) -> None:
     async def bulk_progress(request: Request, space: str, bulk_id: str, signed: Signed) -> JSONResponse:
         ops: Operations = request.app.state.operations
         job = await ops.bulk(signed.principal, space, bulk_id)
-        return JSONResponse({key: job[key] for key in ("status", "lines", "published", "summary")})
+        return JSONResponse(job.model_dump(mode="json", include={"status", "lines", "published", "summary"}))
 
     @app.get("/console/spaces/{space}/invoices", include_in_schema=False)
     async def invoices(request: Request, space: str, signed: Signed) -> HTMLResponse:

@@ -9,7 +9,10 @@ principal's, never the request's.
 
 Nothing here holds a PostgreSQL connection while it waits (for the state worker, for a bulk job's
 outcomes): a connection is taken per query and given back, so waiting requests do not starve the
-others (``capacity``).
+others (``capacity``). The console signs in and out through here too: no route, of the API or the
+console, takes a connection of the pool itself.
+
+Answers are the API's models (``schemas``), which the console renders as they are.
 """
 
 from __future__ import annotations
@@ -21,25 +24,42 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from models import Action, CustomerState, MissedInvoices, Source, SuspensionCommand
 from suspensions import access, operators, queries
 from suspensions.access import Principal, Role
+from suspensions.api import bulk_jobs
 from suspensions.api.capacity import ApiPool, PoolBusy, TooManyBulkJobs
+from suspensions.api.schemas import (
+    REPORT,
+    BulkStatus,
+    DroppedInvoices,
+    DroppedJob,
+    GroupLag,
+    HistoryEntry,
+    InvoiceTotal,
+    MalformedReportLine,
+    OtherSpaceLine,
+    ReportLine,
+    SentLine,
+    UnsentLine,
+    summary_key,
+)
 from suspensions.lag import measure
 from suspensions.zones import UTC_ZONE, space_zones
 from workers.registry import consumer_groups
+from workers.runtime.broker_check import check_broker
 from workers.runtime.config import Settings
-from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
+from workers.runtime.db.pool import TRANSIENT_DB_ERRORS, database_answers
+from workers.state.transitions import Outcome
 
 ZONES_TTL_S = 10.0
 BULK_BATCH = 1_000
+BULK_WAIT_S = 300.0  # how long a job waits for its outcomes once all is published
 BULK_INTERRUPTED = ("interrupted: the API process running this job stopped. The commands it published "
                     "(see 'published') are applied; upload the file again for the rest: a customer "
                     "already in the asked state is a no-op.")
@@ -60,7 +80,7 @@ class Forbidden(Exception):
 @dataclass
 class Acted:
     command: SuspensionCommand
-    outcome: str | None  # None: not waited for, or not applied in time
+    outcome: Outcome | None  # None: not waited for, or not applied in time
     state: CustomerState | None
 
 
@@ -90,6 +110,36 @@ class Operations:
             self._zones, self._zones_at = await space_zones(self.settings), time.monotonic()
         return self._zones.get(space, UTC_ZONE)
 
+    # --- signing in (tokens for the API, sessions for the console) ------------------------------
+
+    async def principal_for_token(self, token: str) -> Principal | None:
+        """The live token's principal, or None (the caller counts and throttles the failure)."""
+        async with self.pool.acquire() as conn:
+            return await access.principal_for_token(conn, token)
+
+    async def open_session(self, principal: Principal) -> str:
+        """A console session for a signed-in principal (its cookie's value); forgets the stale ones first."""
+        async with self.pool.acquire() as conn:
+            await access.purge_sessions(conn, timedelta(seconds=self.settings.api_session_idle_s))
+            cookie, _ = await access.open_session(conn, principal)
+        return cookie
+
+    async def session(self, cookie: str) -> tuple[Principal, str] | None:
+        """The live session's principal and form token (marked used now), or None."""
+        async with self.pool.acquire() as conn:
+            return await access.session_principal(conn, cookie, timedelta(seconds=self.settings.api_session_idle_s))
+
+    async def close_session(self, cookie: str) -> None:
+        async with self.pool.acquire() as conn:
+            await access.close_session(conn, cookie)
+
+    async def not_ready_because(self) -> list[str]:
+        """Why this process cannot serve (Kafka, PostgreSQL), or nothing."""
+        broker = await check_broker(self.settings, timeout_s=3)
+        database = await database_answers(self.pool)
+        return ([] if broker.ok else [f"not connected to Kafka: {broker}"]) + (
+            [] if database else ["PostgreSQL unreachable"])
+
     # --- reading -------------------------------------------------------------------------------
 
     async def customers(self, principal: Principal, space: str, *, suspended: bool | None, after: str = "",
@@ -110,36 +160,38 @@ class Operations:
             raise NotFound()
         return state
 
-    async def history(self, principal: Principal, space: str, customer: str) -> list[dict[str, Any]]:
+    async def history(self, principal: Principal, space: str, customer: str) -> list[HistoryEntry]:
         self.visible(principal, space)
         async with self.pool.acquire() as conn:
             rows = await queries.customer_history(conn, customer)
-        entries = [dict(row) for row in rows if row["space_id"] == space]
+        entries = [HistoryEntry.model_validate(dict(row)) for row in rows if row["space_id"] == space]
         if not entries:
             raise NotFound()
         return entries
 
-    async def dropped(self, principal: Principal, space: str, limit: int = 1000) -> dict[str, Any]:
+    async def dropped(self, principal: Principal, space: str, limit: int = 1000) -> DroppedInvoices:
         self.visible(principal, space)
         statuses = ["dropped", "rebilled", "waived"]
         async with self.pool.acquire() as conn:
             jobs = await queries.invoice_decisions(conn, space_id=space, customer_id=None, statuses=statuses,
                                                    limit=limit)
             totals = await queries.invoice_totals(conn, space_id=space, customer_id=None, statuses=statuses)
-        return {"jobs": [dict(job) | {"amount": str(job["amount"])} for job in jobs],
-                "totals": [dict(total) | {"total": str(total["total"])} for total in totals]}
+        return DroppedInvoices(jobs=[DroppedJob.model_validate(dict(job) | {"amount": str(job["amount"])})
+                                     for job in jobs],
+                               totals=[InvoiceTotal.model_validate(dict(total) | {"total": str(total["total"])})
+                                       for total in totals])
 
-    async def pending_schedules(self, principal: Principal, space: str) -> list[dict[str, object]]:
+    async def pending_schedules(self, principal: Principal, space: str) -> list[operators.PendingSchedule]:
         self.visible(principal, space)
         tz = await self.zone(space)
         async with self.pool.acquire() as conn:
             rows = await queries.pending_schedules(conn, space)
         return [operators.schedule_view(row, tz) for row in rows]
 
-    async def lag(self, principal: Principal) -> list[dict[str, object]]:
+    async def lag(self, principal: Principal) -> list[GroupLag]:
         self.allowed(principal, Role.ADMIN)
         groups: dict[str, tuple[str, ...] | None] = dict(consumer_groups(self.settings))
-        return [report.as_dict() for report in await measure(self.settings, groups, 0, 1)]
+        return [GroupLag.model_validate(report.as_dict()) for report in await measure(self.settings, groups, 0, 1)]
 
     # --- acting --------------------------------------------------------------------------------
 
@@ -169,6 +221,12 @@ class Operations:
                     state = await queries.customer_state(conn, customer)
         return Acted(command, outcome, state if state is not None and state.space_id == space else None)
 
+    # --- bulk jobs -----------------------------------------------------------------------------
+
+    def _alive_since(self, now: datetime) -> datetime:
+        """A running job not marked alive since this moment has lost its process."""
+        return now - timedelta(seconds=3 * self.settings.api_bulk_heartbeat_s)
+
     async def may_start_bulk(self, principal: Principal, space: str) -> None:
         """What ``start_bulk`` would refuse, asked before the upload is read (NotFound, Forbidden,
         TooManyBulkJobs), so a refused upload costs no reading. Without the lock: ``start_bulk``'s check
@@ -180,10 +238,7 @@ class Operations:
 
     async def _check_running_jobs(self, conn: asyncpg.Connection, principal: Principal) -> None:
         limit = self.settings.api_max_bulk_jobs_per_token
-        running = await conn.fetchval(
-            "SELECT count(*) FROM bulk_jobs WHERE actor = $1 AND status = 'running' AND updated_at >= $2",
-            principal.actor, datetime.now(UTC) - timedelta(seconds=3 * self.settings.api_bulk_heartbeat_s))
-        if running >= limit:
+        if await bulk_jobs.running(conn, principal.actor, self._alive_since(datetime.now(UTC))) >= limit:
             raise TooManyBulkJobs(limit)
 
     async def start_bulk(self, principal: Principal, space: str, action: Action, text: str,
@@ -196,13 +251,10 @@ class Operations:
         self.visible(principal, space)
         self.allowed(principal, Role.OPERATOR)
         bulk_id = uuid.uuid4().hex
-        now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"bulk_jobs:{principal.actor}")
+            await bulk_jobs.lock_actor(conn, principal.actor)
             await self._check_running_jobs(conn, principal)
-            await conn.execute(
-                "INSERT INTO bulk_jobs (bulk_id, space_id, action, actor, status, created_at, updated_at) "
-                "VALUES ($1, $2, $3, $4, 'running', $5, $5)", bulk_id, space, action.value, principal.actor, now)
+            await bulk_jobs.record(conn, bulk_id, space, action.value, principal.actor, datetime.now(UTC))
         task = asyncio.create_task(self._run_bulk(bulk_id, principal, space, action, text, missed))
         self._bulk_tasks.add(task)
         task.add_done_callback(self._bulk_tasks.discard)
@@ -222,112 +274,87 @@ class Operations:
             await asyncio.sleep(self.settings.api_bulk_heartbeat_s)
             with contextlib.suppress(*TRANSIENT_DB_ERRORS):  # PoolBusy among them: a late mark only
                 async with self.pool.acquire() as conn:
-                    await conn.execute("UPDATE bulk_jobs SET updated_at = $2 WHERE bulk_id = $1 AND status = 'running'",
-                                       bulk_id, datetime.now(UTC))
+                    await bulk_jobs.mark_alive(conn, bulk_id, datetime.now(UTC))
 
     async def _apply_bulk(self, bulk_id: str, principal: Principal, space: str, action: Action, text: str,
                           missed: MissedInvoices | None) -> None:
-        """Chunk by chunk: is the token still live, which of the chunk's customers exist here, publish those.
-        A revoked token stops the job between chunks (and while it waits for outcomes), with what it sent."""
-        report: list[dict[str, object]] = []
-        sent: list[tuple[int, SuspensionCommand]] = []
+        """The lines of this space go to ``operators.run_bulk``, chunk by chunk: is the token still live,
+        which of the chunk's customers exist here, publish those. A revoked token stops the job between
+        chunks (and while it waits for outcomes), with what it sent."""
+        report: list[ReportLine] = []
+        run = operators.BulkRun()
         patient = self.pool.patient()
         try:
             lines = list(operators.read_bulk_lines(io.StringIO(text)))
             wanted: list[operators.BulkLine] = []
             for item in lines:
                 if isinstance(item, operators.MalformedLine):
-                    report.append({"line": item.line_number, "error": item.error})
+                    report.append(MalformedReportLine(line=item.line_number, error=item.error))
                 elif item.space_id != space:
-                    report.append({"line": item.line_number, "customer_id": item.customer_id,
-                                   "error": f"space_id {item.space_id!r} is not this space ({space})"})
+                    report.append(OtherSpaceLine(line=item.line_number, customer_id=item.customer_id,
+                                                 error=f"space_id {item.space_id!r} is not this space ({space})"))
                 else:
                     wanted.append(item)
             await self._progress(bulk_id, lines=len(lines), published=0)
-            for start in range(0, len(wanted), BULK_BATCH):
-                chunk = wanted[start:start + BULK_BATCH]
-                if not await self._token_live(principal):
-                    await self._stop(bulk_id, report, sent, {}, wanted[start:], len(lines))
-                    return
+
+            async def known(chunk: list[operators.BulkLine]) -> set[str]:
                 async with patient.acquire() as conn:
-                    known = await queries.known_customers(conn, space, [line.customer_id for line in chunk])
-                batch = []
-                for line in chunk:
-                    if line.customer_id in known:
-                        batch.append((line.line_number, operators.bulk_command(action, line, principal.actor, missed)))
-                    else:
-                        report.append({"line": line.line_number, "customer_id": line.customer_id,
-                                       "error": BULK_NOT_FOUND, "problem": BULK_NOT_FOUND})
-                await operators.publish(self.producer, [command for _, command in batch])
-                sent.extend(batch)
-                await self._progress(bulk_id, lines=len(lines), published=len(sent))
-            revoked = False
+                    return await queries.known_customers(conn, space, [line.customer_id for line in chunk])
 
-            async def live() -> bool:
-                nonlocal revoked
-                revoked = not await self._token_live(principal)
-                return not revoked
+            async def published(count: int) -> None:
+                await self._progress(bulk_id, lines=len(lines), published=count)
 
-            outcomes = await operators.wait_for_outcomes_pooled(patient, [c.command_id for _, c in sent], 300,
-                                                                poll_s=0.2, keep_going=live)
-            if revoked:
-                await self._stop(bulk_id, report, sent, outcomes, [], len(lines))
-                return
-            report.extend(self._sent_entries(sent, outcomes))
-            report.sort(key=lambda entry: int(str(entry["line"])))
-            await self._finish(bulk_id, "done", report, len(lines), len(sent), None)
+            await operators.run_bulk(wanted, action, principal.actor, missed, producer=self.producer,
+                                     batch_size=BULK_BATCH, connections=patient, timeout_s=BULK_WAIT_S, poll_s=0.2,
+                                     known=known, keep_going=lambda: self._token_live(principal),
+                                     published=published, run=run)
+            report.extend(self._unsent_entries(run))
+            report.extend(SentLine(line=line.line_number, customer_id=command.customer_id,
+                                   command_id=command.command_id, outcome=run.outcome(command))
+                          for line, command in run.sent)
+            if run.stopped:  # its token was revoked: what it published (with the outcomes known), the rest unsent
+                await self._finish(bulk_id, "failed", report, len(lines), len(run.sent), BULK_REVOKED)
+            else:
+                await self._finish(bulk_id, "done", report, len(lines), len(run.sent), None)
         except Exception as error:  # the job says it failed, with what it managed
-            await self._finish(bulk_id, "failed", report, 0, len(sent), f"{type(error).__name__}: {error}")
+            report.extend(self._unsent_entries(run))
+            await self._finish(bulk_id, "failed", report, 0, len(run.sent), f"{type(error).__name__}: {error}")
             raise
 
     @staticmethod
-    def _sent_entries(sent: list[tuple[int, SuspensionCommand]], outcomes: dict[str, str]) -> list[dict[str, object]]:
-        return [{"line": line, "customer_id": command.customer_id, "command_id": command.command_id,
-                 "outcome": outcomes.get(command.command_id, "unconfirmed")} for line, command in sent]
+    def _unsent_entries(run: operators.BulkRun) -> list[ReportLine]:
+        return [*(UnsentLine(line=line.line_number, customer_id=line.customer_id, error=BULK_NOT_FOUND,
+                             problem="not found") for line in run.unknown),
+                *(UnsentLine(line=line.line_number, customer_id=line.customer_id, error="not sent: token revoked",
+                             problem="not sent") for line in run.unsent)]
 
     async def _token_live(self, principal: Principal) -> bool:
         async with self.pool.patient().acquire() as conn:
             return await access.token_is_live(conn, principal.name)
 
-    async def _stop(self, bulk_id: str, report: list[dict[str, object]], sent: list[tuple[int, SuspensionCommand]],
-                    outcomes: dict[str, str], unsent: list[operators.BulkLine], lines: int) -> None:
-        """The job ends as its token was revoked: what it published (with the outcomes known), and every
-        line it did not send."""
-        report.extend(self._sent_entries(sent, outcomes))
-        report.extend({"line": line.line_number, "customer_id": line.customer_id, "error": "not sent: token revoked",
-                       "problem": "not sent"} for line in unsent)
-        report.sort(key=lambda entry: int(str(entry["line"])))
-        await self._finish(bulk_id, "failed", report, lines, len(sent), BULK_REVOKED)
-
     async def _progress(self, bulk_id: str, *, lines: int, published: int) -> None:
         async with self.pool.patient().acquire() as conn:
-            await conn.execute("UPDATE bulk_jobs SET lines = $2, published = $3, updated_at = $4 WHERE bulk_id = $1",
-                               bulk_id, lines, published, datetime.now(UTC))
+            await bulk_jobs.progress(conn, bulk_id, lines, published, datetime.now(UTC))
 
-    async def _finish(self, bulk_id: str, status: str, report: list[dict[str, object]], lines: int, published: int,
+    async def _finish(self, bulk_id: str, status: str, report: list[ReportLine], lines: int, published: int,
                       error: str | None) -> None:
+        report.sort(key=lambda entry: entry.line)
         async with self.pool.patient().acquire() as conn:
-            await conn.execute(
-                "UPDATE bulk_jobs SET status = $2, report = $3::jsonb, lines = greatest(lines, $4), "
-                "published = greatest(published, $5), error = $6, updated_at = $7 WHERE bulk_id = $1",
-                bulk_id, status, orjson.dumps(report).decode(), lines, published, error, datetime.now(UTC))
+            await bulk_jobs.finish(conn, bulk_id, status, REPORT.dump_json(report).decode(), lines, published, error,
+                                   datetime.now(UTC))
 
-    async def bulk(self, principal: Principal, space: str, bulk_id: str) -> dict[str, Any]:
+    async def bulk(self, principal: Principal, space: str, bulk_id: str) -> BulkStatus:
         self.visible(principal, space)
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn:
             # A job whose process stopped marking it alive (it died, or was stopped) is over.
-            await conn.execute(
-                "UPDATE bulk_jobs SET status = 'failed', error = $3, updated_at = $4 "
-                "WHERE bulk_id = $1 AND space_id = $2 AND status = 'running' AND updated_at < $5",
-                bulk_id, space, BULK_INTERRUPTED, now, now - timedelta(seconds=3 * self.settings.api_bulk_heartbeat_s))
-            row = await conn.fetchrow("SELECT * FROM bulk_jobs WHERE bulk_id = $1 AND space_id = $2", bulk_id, space)
+            await bulk_jobs.end_if_abandoned(conn, bulk_id, space, BULK_INTERRUPTED, now, self._alive_since(now))
+            row = await bulk_jobs.job(conn, bulk_id, space)
         if row is None:
             raise NotFound()
         job = dict(row)
-        report = orjson.loads(job.pop("report")) if job["report"] else None
+        report = REPORT.validate_json(job["report"]) if job["report"] else None
         summary: dict[str, int] = {}
         for entry in report or []:
-            key = str(entry.get("outcome") or entry.get("problem") or "malformed")
-            summary[key] = summary.get(key, 0) + 1
-        return job | {"report": report, "summary": summary}
+            summary[summary_key(entry)] = summary.get(summary_key(entry), 0) + 1
+        return BulkStatus.model_validate(job | {"report": report, "summary": summary})

@@ -5,6 +5,7 @@ The CLI is one more upstream: it publishes commands and never writes suspension 
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,7 @@ from suspensions.cli.common import (
 )
 from suspensions.zones import UTC_ZONE, space_zone
 from workers.runtime.kafka import producer
+from workers.state.transitions import Outcome
 
 Space = Annotated[str, typer.Option("--space", help="The customer's space (tenant).")]
 ActorOption = Annotated[str, typer.Option("--actor", help="Who acts: admin:<id>.")]
@@ -84,15 +86,15 @@ def _send_one(action: Action, customer: str, space: str, actor: str, note: str |
     raise typer.Exit(run_async(main()))
 
 
-def _report(command: SuspensionCommand, outcome: str, state: dict[str, object] | None, as_json: bool) -> int:
+def _report(command: SuspensionCommand, outcome: Outcome, state: dict[str, object] | None, as_json: bool) -> int:
     if as_json:
         print_json({"command_id": command.command_id, "published": True, "outcome": outcome, "state": state})
     else:
         console.print(f"{command.action.value} {command.customer_id}: {outcome}"
-                      + (" (rejected: see the deadletter topic)" if outcome == "rejected" else ""))
+                      + (" (rejected: see the deadletter topic)" if outcome is Outcome.REJECTED else ""))
         if state:
             print_state(state)
-    return 4 if outcome == "rejected" else 0
+    return 4 if outcome is Outcome.REJECTED else 0
 
 
 def suspend(customer: str, space: Space, actor: ActorOption, note: Note = None, wait: Wait = False,
@@ -122,14 +124,14 @@ def schedule_list(space: Space, as_json: JsonFlag = False) -> None:
             rows = await queries.pending_schedules(conn, space)
         entries = [operators.schedule_view(row, tz) for row in rows]
         if as_json:
-            print_json(entries)
+            print_json([entry.model_dump(mode="json") for entry in entries])
             return
         table = Table(title=f"pending schedules of {space} ({tz.key})")
         for column in ("schedule", "customer", "action", "when", "missed invoices", "actor", "note"):
             table.add_column(column)
         for e in entries:
-            table.add_row(str(e["schedule_id"]), str(e["customer_id"]), str(e["action"]), str(e["when"]),
-                          str(e["missed_invoices"] or ""), str(e["actor"]), str(e["note"] or ""))
+            table.add_row(e.schedule_id, e.customer_id, e.action, e.when, e.missed_invoices or "", e.actor,
+                          e.note or "")
         console.print(table)
 
     run_async(main())
@@ -155,6 +157,10 @@ def schedule_cancel(schedule_id: str, actor: ActorOption, note: Note = None, wai
               schedule_id=schedule_id)
 
 
+# The human table's words for the outcomes (--json keeps the contract's: changed, noop, rejected).
+SHOWN_OUTCOMES = {Outcome.CHANGED: "applied", Outcome.NOOP: "no-op", Outcome.REJECTED: "rejected"}
+
+
 def _bulk(action: Action, file: Path, actor: str, missed: MissedInvoices | None, wait: bool,
           timeout: float, as_json: bool, batch_size: int) -> None:
     config = settings()
@@ -166,57 +172,49 @@ def _bulk(action: Action, file: Path, actor: str, missed: MissedInvoices | None,
         fail(f"no such file: {file}", 2)
 
     async def main() -> int:
-        summary = operators.BulkSummary()
-        command_ids: list[str] = []
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                             TimeRemainingColumn(), console=errors, disable=as_json or not errors.is_terminal)
-        async with producer(config) as kafka:
+        async with AsyncExitStack() as stack:
+            # Connected before anything is published: a run that cannot confirm its outcomes sends nothing.
+            conn = await stack.enter_async_context(database(config)) if wait else None
+            kafka = await stack.enter_async_context(producer(config))
             with progress, file.open(newline="", encoding="utf-8") as handle:
                 task = progress.add_task(f"publishing {action.value} commands", total=file.stat().st_size)
                 lines = operators.CountingLines(handle)
-                batch: list[SuspensionCommand] = []
-                for item in operators.read_bulk_lines(lines):
-                    if isinstance(item, operators.MalformedLine):
-                        summary.malformed.append(item)
-                        continue
-                    batch.append(operators.bulk_command(action, item, actor, missed))
-                    if len(batch) >= batch_size:
-                        await operators.publish(kafka, batch)
-                        command_ids.extend(c.command_id for c in batch)
-                        batch = []
-                        progress.update(task, completed=lines.bytes_read)
-                if batch:
-                    await operators.publish(kafka, batch)
-                    command_ids.extend(c.command_id for c in batch)
+
+                async def published(_: int) -> None:
+                    progress.update(task, completed=lines.bytes_read)
+
+                run = await operators.run_bulk(
+                    operators.read_bulk_lines(lines), action, actor, missed, producer=kafka, batch_size=batch_size,
+                    connections=operators.OneConnection(conn) if conn is not None else None, timeout_s=timeout,
+                    published=published)
                 progress.update(task, completed=file.stat().st_size)
-        summary.sent = len(command_ids)
-        if wait and command_ids:
-            async with database(config) as conn:
-                outcomes = await operators.wait_for_outcomes(conn, command_ids, timeout)
-            operators.count_outcomes(summary, outcomes, command_ids)
-        else:
-            summary.unconfirmed = len(command_ids)
-        _print_summary(action, file, summary, as_json)
-        if summary.malformed or summary.rejected or (wait and summary.unconfirmed):
+        counts = run.counts()
+        _print_summary(action, file, run, counts, as_json)
+        if run.malformed or counts[Outcome.REJECTED] or (wait and counts[operators.UNCONFIRMED]):
             return 1
         return 0
 
     raise typer.Exit(run_async(main()))
 
 
-def _print_summary(action: Action, file: Path, summary: operators.BulkSummary, as_json: bool) -> None:
+def _print_summary(action: Action, file: Path, run: operators.BulkRun, counts: dict[str, int],
+                   as_json: bool) -> None:
     if as_json:
-        print_json(summary.as_dict())
+        print_json({"sent": len(run.sent), **counts,
+                    "malformed": [{"line": m.line_number, "error": m.error} for m in run.malformed]})
         return
     table = Table(title=f"bulk {action.value}: {file}")
-    for column in ("sent", "applied", "no-op", "rejected", "unconfirmed", "malformed"):
+    columns = {"sent": len(run.sent), **{SHOWN_OUTCOMES[outcome]: counts[outcome] for outcome in SHOWN_OUTCOMES},
+               "unconfirmed": counts[operators.UNCONFIRMED], "malformed": len(run.malformed)}
+    for column in columns:
         table.add_column(column, justify="right")
-    table.add_row(str(summary.sent), str(summary.applied), str(summary.noop), str(summary.rejected),
-                  str(summary.unconfirmed), str(len(summary.malformed)))
+    table.add_row(*(str(value) for value in columns.values()))
     console.print(table)
-    for bad in summary.malformed:
+    for bad in run.malformed:
         console.print(f"[yellow]line {bad.line_number}[/yellow]: {bad.error} (not sent)")
-    if summary.rejected:
+    if counts[Outcome.REJECTED]:
         console.print("rejected commands are on the deadletter topic with their reason")
 
 

@@ -129,7 +129,8 @@ async def test_bulk_suspend_and_lift_with_malformed_lines(
                      "--batch-size", "64")
     summary = json.loads(result.stdout)
     assert result.returncode == 1  # malformed and rejected lines make it non-zero
-    assert summary["sent"] == 302 and summary["applied"] == 300 and summary["noop"] == 1
+    # --json counts in the contract's outcomes (the human table says "applied" for changed).
+    assert summary["sent"] == 302 and summary["changed"] == 300 and summary["noop"] == 1
     assert summary["rejected"] == 1 and summary["unconfirmed"] == 0
     assert [m["line"] for m in summary["malformed"]] == [11, 12, 51, 121]
     assert "customer_id or space_id holds a control character" in summary["malformed"][0]["error"]
@@ -144,7 +145,7 @@ async def test_bulk_suspend_and_lift_with_malformed_lines(
     lift_file.write_text("".join(f"{c},{space}\n" for c in customers))
     result = run_cli(settings, "bulk", "lift", "--file", str(lift_file), "--actor", "admin:7", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["applied"] == 300
+    assert json.loads(result.stdout)["changed"] == 300
     assert _json(run_cli(settings, "list", "--space", space, "--suspended", "--json")) == []
     await tail.wait_for(SUSPENSION_STATE.name, customer_id=customers[-1], suspended=False)
 
