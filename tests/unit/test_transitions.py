@@ -139,7 +139,7 @@ def test_hot_path_event_encoding_equals_the_contract_model() -> None:
 
     from models import Cause, LifecycleEvent, decode, encode
     from workers.state.handler import lifecycle_record
-    from workers.state.transitions import Applied, schedule_change
+    from workers.state.transitions import AppliedCommand, schedule_change
 
     command = SuspensionCommand(command_id="k9", issued_at=T0, space_id="s1", customer_id="c1", action=Action.LIFT,
                                 reason=Reason.MANUAL, actor="admin:ops", note="paid", missed_invoices=MissedInvoices.WAIVE,
@@ -147,7 +147,7 @@ def test_hot_path_event_encoding_equals_the_contract_model() -> None:
     before = suspended((Reason.SIGNUP, Reason.PLAN), version=2)
     transition = apply_command(before, command, NOW)
     record = ConsumerRecord("suspension.commands", 1, 5, 0, 0, b"c1", b"{}", None, 2, 2, ())
-    applied = Applied(command, 0, transition, before)
+    applied = AppliedCommand(command, 0, transition, before)
     out = lifecycle_record(applied, schedule_change(applied, NOW), record, "2026-11-25T11:00:00.123456Z",
                            ['{"job_id": "j1"}', '{"job_id": "j2"}'])
     event = decode(LifecycleEvent, out.value)

@@ -29,7 +29,7 @@ from workers.runtime.db.unit_of_work import BatchStore
 from workers.runtime.deadletters import dead_letter, decode_customer_records
 from workers.runtime.metrics import Metrics
 from workers.runtime.publishing import OutgoingRecord, cloudevent_headers
-from workers.state.transitions import Applied, Outcome, ScheduleChange, event_type, plan_batch, schedule_change
+from workers.state.transitions import AppliedCommand, Outcome, ScheduleChange, event_type, plan_batch, schedule_change
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,9 @@ class StateHandler:
         history: list[HistoryRow] = []
         outcomes: list[tuple[str, str]] = []
         counts: Counter[tuple[Outcome, str, str]] = Counter()
-        changes: list[tuple[Applied, ScheduleChange]] = []
+        changes: list[tuple[AppliedCommand, ScheduleChange]] = []
         schedules: dict[str, ScheduleRow] = {}  # by id: the last change of each schedule in the batch
-        settlements: dict[str, Applied] = {}  # the first lift that ended each customer's suspension
+        settlements: dict[str, AppliedCommand] = {}  # the first lift that ended each customer's suspension
         for applied in plan.applied:
             command, transition = applied.command, applied.transition
             record = records[applied.position]
@@ -95,7 +95,7 @@ class StateHandler:
         return [out for position in sorted(outputs) for out in outputs[position]]
 
     async def _settle_missed(
-        self, store: BatchStore, settlements: dict[str, Applied], now: datetime
+        self, store: BatchStore, settlements: dict[str, AppliedCommand], now: datetime
     ) -> dict[str, tuple[str, list[str]]]:
         """Rebill or waive, in one statement, the jobs dropped during the suspensions these lifts ended;
         returns each customer's (status, job texts in the order they were dropped)."""
@@ -148,7 +148,7 @@ def state_record(state: CustomerState, record: ConsumerRecord, event_time: float
 STATE_EVENT_TYPE = "suspensions.state"
 
 
-def schedule_rows(change: ScheduleChange, applied: Applied, partition: int, now: datetime) -> list[ScheduleRow]:
+def schedule_rows(change: ScheduleChange, applied: AppliedCommand, partition: int, now: datetime) -> list[ScheduleRow]:
     """The ``schedules`` rows one applied command writes: its new or moved schedules, pending; the ones it
     fired or cancelled, ended."""
     command = applied.command
@@ -163,7 +163,7 @@ def schedule_rows(change: ScheduleChange, applied: Applied, partition: int, now:
             + [row(entry, "fired" if entry is change.fired else "cancelled") for entry in change.ended])
 
 
-def lifecycle_record(applied: Applied, change: ScheduleChange, record: ConsumerRecord, occurred_at: str,
+def lifecycle_record(applied: AppliedCommand, change: ScheduleChange, record: ConsumerRecord, occurred_at: str,
                      jobs: list[str]) -> OutgoingRecord:
     """The `suspension.events` record of one change (a lift carries the jobs it billed or waived)."""
     command, state, previous = applied.command, applied.transition.state, applied.previous

@@ -156,7 +156,7 @@ def _fire(current: CustomerState | None, command: SuspensionCommand, now: dateti
 
 
 @dataclass(slots=True)
-class Applied:
+class AppliedCommand:
     """One command of a batch with what it did."""
 
     command: SuspensionCommand
@@ -167,7 +167,7 @@ class Applied:
 
 @dataclass
 class BatchPlan:
-    applied: list[Applied] = field(default_factory=list)
+    applied: list[AppliedCommand] = field(default_factory=list)
     final_states: dict[str, CustomerState] = field(default_factory=dict)
 
 
@@ -191,7 +191,7 @@ def plan_batch(
             if transition.outcome is Outcome.CHANGED and transition.state is not None:
                 states[command.customer_id] = transition.state
                 plan.final_states[command.customer_id] = transition.state
-        plan.applied.append(Applied(command, position, transition, previous))
+        plan.applied.append(AppliedCommand(command, position, transition, previous))
     return plan
 
 
@@ -206,7 +206,7 @@ class ScheduleChange:
 
 
 
-def schedule_change(applied: Applied, now: datetime) -> ScheduleChange:
+def schedule_change(applied: AppliedCommand, now: datetime) -> ScheduleChange:
     """Which schedules the command added, moved, fired or cancelled, from the states before and after."""
     before = applied.previous.scheduled if applied.previous is not None else ()
     state = applied.transition.state
