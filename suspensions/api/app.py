@@ -25,13 +25,14 @@ from suspensions.api.edge import refuse_control_characters
 from suspensions.api.routes import bulk, customers, health, invoices, lag, schedules
 from suspensions.api.service import Operations
 from suspensions.api.throttle import AuthThrottle
+from workers.runtime.health import WorkerHealth
 from workers.runtime.metrics import Metrics
 
 API_ROUTERS = (customers.router, bulk.router, invoices.router, schedules.router, lag.router)
 
 
 def build_app(operations_factory: Callable[[], Awaitable[Operations]], metrics: Metrics,
-              close: Callable[[], Awaitable[None]]) -> FastAPI:
+              close: Callable[[], Awaitable[None]], api_health: WorkerHealth | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.operations = await operations_factory()
@@ -42,6 +43,7 @@ def build_app(operations_factory: Callable[[], Awaitable[Operations]], metrics: 
     app = FastAPI(title="suspensions operator API", version="1", openapi_url="/api/openapi.json", docs_url=None,
                   redoc_url=None, lifespan=lifespan, dependencies=[Depends(refuse_control_characters)])
     app.state.metrics = metrics
+    app.state.health = api_health or WorkerHealth("api")  # kept true by server.py's dependency checks
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -73,13 +73,13 @@ async def serve_api(settings: Settings, stop: asyncio.Event, metrics: Metrics,
         if "pool" in resources:
             await resources["pool"].close()  # type: ignore[attr-defined]
 
-    app = build_app(operations, metrics, close)
+    health = health or WorkerHealth("api")
+    app = build_app(operations, metrics, close, health)
     server = _Server(uvicorn.Config(harden(app, settings), host=settings.api_host, port=settings.api_port,
                                     log_level="warning", access_log=False, lifespan="on", proxy_headers=True))
     serving = asyncio.create_task(server.serve(), name="api")
-    if health is not None:
-        reporting = asyncio.create_task(_report_health(app, settings, health, stop), name="api-health")
-        serving.add_done_callback(lambda _: reporting.cancel())
+    reporting = asyncio.create_task(_report_health(app, settings, health, stop), name="api-health")
+    serving.add_done_callback(lambda _: reporting.cancel())
     log.info("api serving", extra={"host": settings.api_host, "port": settings.api_port})
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)

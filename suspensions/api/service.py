@@ -52,9 +52,8 @@ from suspensions.api.schemas import (
 from suspensions.lag import measure
 from suspensions.zones import UTC_ZONE, space_zones
 from workers.registry import consumer_groups
-from workers.runtime.broker_check import check_broker
 from workers.runtime.config import Settings
-from workers.runtime.db.pool import TRANSIENT_DB_ERRORS, database_answers
+from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
 from workers.state.transitions import Outcome
 
 ZONES_TTL_S = 10.0
@@ -132,13 +131,6 @@ class Operations:
     async def close_session(self, cookie: str) -> None:
         async with self.pool.acquire() as conn:
             await access.close_session(conn, cookie)
-
-    async def not_ready_because(self) -> list[str]:
-        """Why this process cannot serve (Kafka, PostgreSQL), or nothing."""
-        broker = await check_broker(self.settings, timeout_s=3)
-        database = await database_answers(self.pool)
-        return ([] if broker.ok else [f"not connected to Kafka: {broker}"]) + (
-            [] if database else ["PostgreSQL unreachable"])
 
     # --- reading -------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""What /healthz and /readyz report for one worker process."""
+"""What /healthz and /readyz mean, for every HTTP server of the service (the workers' internal port and the
+operator API): one home, so both answer the same way from the same ``WorkerHealth`` entries."""
 
 from __future__ import annotations
 
@@ -44,3 +45,23 @@ class WorkerHealth:
         if not self.assignment_received:
             reasons.append("no partition assignment yet (joining or rebalancing)")
         return reasons
+
+
+LOOP_STALE_AFTER_S = 30.0
+Answer = tuple[int, dict[str, object]]
+
+
+def liveness(healths: list[WorkerHealth], now: float | None = None) -> Answer:
+    """/healthz: alive (200) while every loop turned in the last 30 s; 503 naming the stale ones."""
+    moment = time.monotonic() if now is None else now
+    stale = [h.name for h in healths if moment - h.last_loop_at > LOOP_STALE_AFTER_S]
+    return (503 if stale else 200), {"alive": not stale, "stale_loops": stale}
+
+
+def readiness(healths: list[WorkerHealth]) -> Answer:
+    """/readyz: ready (200) when every entry reaches Kafka and PostgreSQL and has its assignment; 503 with
+    each entry's reasons otherwise."""
+    workers = {h.name: {"ready": h.ready, "partitions": h.assigned_partitions,
+                        "not_ready_because": h.reasons_not_ready()} for h in healths}
+    ready = all(h.ready for h in healths)
+    return (200 if ready else 503), {"ready": ready, "workers": workers}

@@ -1,5 +1,6 @@
 """Liveness, readiness and metrics, outside the API's document: /healthz for anyone, /metrics and
-/readyz for an admin token only (their home is the internal port, ``server.py``), and robots.txt."""
+/readyz for an admin token only (their home is the internal port, ``server.py``), and robots.txt.
+/healthz and /readyz mean what the workers' do (``workers/runtime/health.py``), for the API's own entry."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from suspensions.api.deps import Ops, internal
+from suspensions.api.deps import internal
+from workers.runtime.health import liveness, readiness
 from workers.runtime.metrics import Metrics
 
 router = APIRouter(include_in_schema=False)
@@ -20,14 +22,15 @@ async def metrics_view(request: Request) -> Response:
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, bool]:
-    return {"alive": True}
+async def healthz(request: Request) -> Response:
+    status, body = liveness([request.app.state.health])
+    return JSONResponse(body, status_code=status)
 
 
 @router.get("/readyz", dependencies=[Depends(internal)])
-async def readyz(ops: Ops) -> Response:
-    reasons = await ops.not_ready_because()
-    return JSONResponse({"ready": not reasons, "not_ready_because": reasons}, status_code=503 if reasons else 200)
+async def readyz(request: Request) -> Response:
+    status, body = readiness([request.app.state.health])
+    return JSONResponse(body, status_code=status)
 
 
 @router.get("/robots.txt")
