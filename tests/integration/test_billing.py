@@ -17,7 +17,6 @@ from topics import (
     INVOICE_JOBS_ACCEPTED,
     INVOICE_JOBS_DROPPED,
     SUSPENSION_COMMANDS,
-    SUSPENSION_STATE,
 )
 from workers.runtime.config import Settings
 
@@ -64,7 +63,7 @@ async def test_suspended_customer_is_not_invoiced_then_billed_on_lift(
         await send(producer, INVOICE_JOBS.name, customer, job)
     dropped = [(await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=job["job_id"]))[0] for job in jobs]
     assert all(d["suspension_version"] == 1 and d["dropped_at"] for d in dropped)
-    assert tail.matching(INVOICE_JOBS_ACCEPTED.name, customer_id=customer) == []
+    # Nothing accepted while suspended: checked at the end, behind a job the billing consumer accepts.
 
     lift = await _lift(producer, db, customer, space)  # missed_invoices defaults to bill
     rebilled = await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, count=2, customer_id=customer)
@@ -74,22 +73,34 @@ async def test_suspended_customer_is_not_invoiced_then_billed_on_lift(
                               customer)
     assert {(s["status"], s["settled_by_command"]) for s in statuses} == {("rebilled", lift["command_id"])}
 
-    # A second lift, and a redelivered lift, bill nothing twice.
+    # A second lift, and a redelivered lift, bill nothing twice. The marker behind them on the commands
+    # partition bills on invoice.jobs.accepted too: a job dropped under a new suspension, billed by a new
+    # lift, published by the same state worker after whatever the lifts before it published there.
     await _lift(producer, db, customer, space)
     await send(producer, SUSPENSION_COMMANDS.name, customer, lift)
-    after = await _suspend(producer, db, customer, space)  # marker behind them on the partition
-    await tail.wait_for(SUSPENSION_STATE.name, last_command_id=after["command_id"])
-    assert len(tail.matching(INVOICE_JOBS_ACCEPTED.name, customer_id=customer)) == 2
-
-    # After the lift, new jobs are accepted (and a job arriving again keeps its first decision).
-    fresh = builders.invoice_job(customer, space)
+    await _suspend(producer, db, customer, space)
+    late = builders.invoice_job(customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, late)
+    await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=late["job_id"])
     await _lift(producer, db, customer, space)
+    await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=late["job_id"])
+    accepted = [(r["job_id"], r["rebilled"]) for r in tail.matching(INVOICE_JOBS_ACCEPTED.name, customer_id=customer)]
+    assert sorted(accepted[:2]) == sorted((j["job_id"], True) for j in jobs)
+    assert accepted[2:] == [(late["job_id"], True)]
+
+    # After the lift, new jobs are accepted (and a job arriving again keeps its first decision). The fresh
+    # job is the marker: behind the one arriving again and the first two on the invoice.jobs partition, and
+    # accepted by the same billing consumer that would have published any of theirs.
+    fresh = builders.invoice_job(customer, space)
     await send(producer, INVOICE_JOBS.name, customer, jobs[0])  # arrives again: before the marker, same partition
     await send(producer, INVOICE_JOBS.name, customer, fresh)
-    [accepted] = await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=fresh["job_id"])
-    assert accepted["rebilled"] is False
-    # The job that arrived again was decided before: nothing published for it again, its decision kept.
-    assert [r["rebilled"] for r in tail.matching(INVOICE_JOBS_ACCEPTED.name, job_id=jobs[0]["job_id"])] == [True]
+    [accepted_fresh] = await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=fresh["job_id"])
+    assert accepted_fresh["rebilled"] is False
+    # Every record ever accepted for this customer: the jobs only when billed on a lift (never while
+    # suspended), the job that arrived again not again (its decision kept), then the fresh one.
+    accepted = [(r["job_id"], r["rebilled"]) for r in tail.matching(INVOICE_JOBS_ACCEPTED.name, customer_id=customer)]
+    assert sorted(accepted[:2]) == sorted((j["job_id"], True) for j in jobs)
+    assert accepted[2:] == [(late["job_id"], True), (fresh["job_id"], False)]
     assert len(tail.matching(INVOICE_JOBS_DROPPED.name, job_id=jobs[0]["job_id"])) == 1
     assert await db.fetchval("SELECT status FROM invoice_decisions WHERE job_id = $1", jobs[0]["job_id"]) == "rebilled"
 
@@ -139,12 +150,24 @@ async def test_duplicate_jobs_get_one_decision(workers: WorkerProcess, producer:
     await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=job["job_id"])
     await _suspend(producer, db, customer, space)
     await send(producer, INVOICE_JOBS.name, customer, job)  # redelivered after the suspension: still accepted once
-    marker = builders.invoice_job(customer, space)
-    await send(producer, INVOICE_JOBS.name, customer, marker)
-    await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=marker["job_id"])
-    assert len(tail.matching(INVOICE_JOBS_ACCEPTED.name, job_id=job["job_id"])) == 1
+    # Markers behind the copies on the invoice.jobs partition, one per output topic, each published by the
+    # billing consumer after whatever it published for the copies before it: one dropped while suspended...
+    dropped_marker = builders.invoice_job(customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, dropped_marker)
+    await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=dropped_marker["job_id"])
     assert tail.matching(INVOICE_JOBS_DROPPED.name, job_id=job["job_id"]) == []
-    assert await db.fetchval("SELECT count(*) FROM invoice_decisions WHERE job_id = $1", job["job_id"]) == 1
+    # ...and one accepted once the customer is lifted (waived: nothing rebilled on the way).
+    await _lift(producer, db, customer, space, missed_invoices="waive")
+    accepted_marker = builders.invoice_job(customer, space)
+    await send(producer, INVOICE_JOBS.name, customer, accepted_marker)
+    await tail.wait_for(INVOICE_JOBS_ACCEPTED.name, job_id=accepted_marker["job_id"])
+    # Each copy would have published a record of its own: one accepted record for the four copies.
+    assert [(r["job_id"], r["rebilled"]) for r in tail.matching(INVOICE_JOBS_ACCEPTED.name, customer_id=customer)] == [
+        (job["job_id"], False), (accepted_marker["job_id"], False)]
+    # The first decision stands: the copy after the suspension did not turn it into a drop.
+    row = await db.fetchrow("SELECT status, suspension_version FROM invoice_decisions WHERE job_id = $1",
+                            job["job_id"])
+    assert (row["status"], row["suspension_version"]) == ("accepted", None)
 
 
 @pytest.mark.parametrize(

@@ -41,5 +41,12 @@ async def test_the_example_gates_the_door_on_the_decision(settings: Settings, wo
     denied = await asyncio.to_thread(reader, settings, kept_out, 60)
     assert denied.returncode == 1 and f"{kept_out}: deny (suspended)" in denied.stdout, denied.stderr
     undecided = await asyncio.to_thread(reader, settings, unknown, 2)
-    assert undecided.returncode == 2 and "not decided yet: deny" in undecided.stdout
-    assert tail.matching(SUSPENSION_STATE.name, customer_id=unknown) == []
+    assert undecided.returncode == 2, undecided.stdout + undecided.stderr
+    assert undecided.stdout.splitlines() == [f"{unknown}: not decided yet: deny"]  # nobody else's events either
+    # The door opens once the decision arrives: the same reader, the customer's signup now decided.
+    await send(producer, CUSTOMER_SIGNUPS.name, unknown, builders.signup(unknown, admitting))
+    [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=unknown)
+    assert (state["version"], state["suspended"]) == (1, False)
+    decided = await asyncio.to_thread(reader, settings, unknown, 60)
+    assert decided.returncode == 0, decided.stdout + decided.stderr
+    assert decided.stdout.splitlines() == ["event admitted v1 by system (signup_rule)", f"{unknown}: admit"]

@@ -61,7 +61,17 @@ async def test_every_signup_gets_a_decision(workers: WorkerProcess, producer: AI
     assert await wait_until(lambda: _processed(db, register_id), what="the second signup's decision") == "noop"
     row = await db.fetchrow("SELECT suspended, version FROM customer_state WHERE customer_id = $1", kept_out)
     assert (row["suspended"], row["version"]) == (True, 1)
-    assert len(tail.matching(SUSPENSION_STATE.name, customer_id=kept_out)) == 1
+    # A marker behind it on the same partition that does change the state (its plan suspends joiners): its
+    # state record follows any the second signup's decision would have published.
+    plan = uid("plan")
+    await publish_setting(producer, workers, SETTINGS_PLANS.name, plan, builders.plan_setting(suspending, plan, True))
+    marker = builders.signup(kept_out, suspending, plan=plan)
+    await send(producer, CUSTOMER_SIGNUPS.name, kept_out, marker)
+    marker_id = command_id_for(CUSTOMER_SIGNUPS.name, decode(CustomerSignup, orjson.dumps(marker)), Reason.PLAN)
+    await tail.wait_for(SUSPENSION_STATE.name, customer_id=kept_out, last_command_id=marker_id)
+    assert [(s["version"], s["suspended"], s["reasons"]) for s in tail.matching(SUSPENSION_STATE.name,
+                                                                                customer_id=kept_out)] == [
+        (1, True, ["signup"]), (2, True, ["signup", "plan"])]
 
 
 async def test_one_event_per_change_in_order(settings: Settings, workers: WorkerProcess, producer: AIOKafkaProducer,

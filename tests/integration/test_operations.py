@@ -111,9 +111,18 @@ async def test_metrics_after_real_traffic(settings: Settings, workers: WorkerPro
     await send(producer, INVOICE_JOBS.name, customer, job)
     await tail.wait_for(INVOICE_JOBS_DROPPED.name, job_id=job["job_id"])
 
-    async def grown() -> dict[str, float] | None:
+    # What this traffic adds, as docs/operations.md defines each metric: one suspend applied, one job
+    # dropped, one dead letter, two records consumed by the state worker (the command and the bad record),
+    # one state record published (one latency observed); one or two batches, as the two records were fetched.
+    expected = {"applied": 1, "dropped": 1, "dead": 1, "consumed": 2, "latencies": 1}
+
+    async def moved() -> dict[str, float]:
         after = await read()
-        return after if all(after[key] >= before[key] + 1 for key in counted) else None
+        return {key: after[key] - before[key] for key in counted}
+
+    async def grown() -> dict[str, float] | None:
+        delta = await moved()
+        return delta if all(delta[key] >= expected.get(key, 1) for key in counted) else None
 
     try:
         await wait_until(grown, timeout_s=30, what="every counter moved by this test's traffic")
@@ -127,6 +136,10 @@ async def test_metrics_after_real_traffic(settings: Settings, workers: WorkerPro
                    for sample in family.samples)
 
     await wait_until(lag_sampled, 30, "a lag sample of the state group")
+    # Read again after the wait for the lag sample: what the traffic caused, exactly, not merely at least.
+    delta = await moved()
+    assert {key: delta[key] for key in expected} == expected, delta
+    assert 1 <= delta["batches"] <= delta["consumed"], delta
     _, body = await asyncio.to_thread(_get, workers.http_port, "/metrics")
     assert customer not in body and space not in body  # no high-cardinality labels
     status, health = _get(workers.http_port, "/healthz")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncpg
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from models import CustomerSignup, Reason, decode
 from tests.integration import builders
 from tests.support import TopicTail, WorkerProcess, publish_setting, send, uid, wait_until
 from topics import (
@@ -18,6 +20,7 @@ from topics import (
     SUSPENSION_COMMANDS,
     SUSPENSION_STATE,
 )
+from workers.triggers.rules import command_id_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,11 +53,15 @@ async def test_plan_at_signup_and_by_plan_change(
     # The signup on the standard plan was decided (not suspended) before the change suspended.
     assert [(s["version"], s["suspended"]) for s in tail.matching(SUSPENSION_STATE.name, customer_id=by_change)] == [
         (1, False), (2, True)]
-    # The standard plan never fired: only the later probation change did (the two differ by event id).
-    await tail.wait_for(SUSPENSION_STATE.name, customer_id=unaffected)
-    [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=unaffected)
-    assert command["cause"] == {"topic": CUSTOMER_PLAN_CHANGES.name, "event_id": to_probation["event_id"]}
-    assert to_standard["event_id"] != to_probation["event_id"]
+    # The standard plan never fired: only the later probation change did. Its command comes after whatever
+    # the standard change emitted (same topic and partition), so once it is out, every command is.
+    [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=unaffected,
+                                    cause={"topic": CUSTOMER_PLAN_CHANGES.name, "event_id": to_probation["event_id"]})
+    assert tail.matching(SUSPENSION_COMMANDS.name, customer_id=unaffected) == [command]
+    # The state was made by that command alone: suspended for the plan at its first version.
+    [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=unaffected)
+    assert (state["version"], state["suspended"], state["reasons"], state["last_command_id"]) == (
+        1, True, ["plan"], command["command_id"])
 
 
 async def test_plan_of_another_space_does_not_apply(
@@ -160,5 +167,13 @@ async def test_setting_turned_off_later_stops_the_rule_without_lifting(
     await send(producer, CUSTOMER_SIGNUPS.name, second, builders.signup(second, space, plan=plan))
     [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=second)
     assert state["reasons"] == ["plan"]  # the signup rule is off, the plan rule still on
-    # Turning the rule off is not retroactive: the first customer is still suspended.
-    assert tail.matching(SUSPENSION_STATE.name, customer_id=first)[-1]["suspended"] is True
+    # Turning the rule off is not retroactive: the first customer is still suspended. A marker of the first
+    # customer on the same topic and partition, after the rule went off, that does change the state (its
+    # plan suspends): its state record follows any the rule going off would have caused.
+    marker = builders.signup(first, space, plan=plan)
+    await send(producer, CUSTOMER_SIGNUPS.name, first, marker)
+    marker_id = command_id_for(CUSTOMER_SIGNUPS.name, decode(CustomerSignup, orjson.dumps(marker)), Reason.PLAN)
+    await tail.wait_for(SUSPENSION_STATE.name, customer_id=first, last_command_id=marker_id)
+    assert [(s["version"], s["suspended"], s["reasons"]) for s in tail.matching(SUSPENSION_STATE.name,
+                                                                                customer_id=first)] == [
+        (1, True, ["signup"]), (2, True, ["signup", "plan"])]

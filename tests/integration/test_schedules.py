@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.integration import builders
 from tests.reliability.harness import produce, read_topic
@@ -112,20 +115,33 @@ async def test_an_unknown_time_zone_is_bad_input(workers: WorkerProcess, produce
     assert letter["source_topic"] == SETTINGS_SPACES.name and "unknown time zone" in letter["error"]
 
 
-async def test_fired_once_across_a_kill_and_a_takeover(isolated: Settings, tmp_path: Path) -> None:
-    """kill -9 of the owning state worker just before the moments; a second worker takes the partitions over
-    and fires every schedule, each exactly once."""
+async def test_fired_once_across_a_kill_between_firing_and_marking_fired(isolated: Settings, tmp_path: Path) -> None:
+    """The owning state worker is stopped the moment a fire command of it is on the topic, found to have
+    published fires it has not applied yet (the schedules still pending), and killed there: the restarted
+    worker takes the partitions over and every schedule is applied exactly once."""
     space, customers = uid("space"), [uid("cust") for _ in range(12)]
     first = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state-1.log").start()
     second = None
+    watcher = AIOKafkaConsumer(bootstrap_servers=isolated.kafka_bootstrap_servers, group_id=None,
+                               enable_auto_commit=False, auto_offset_reset="earliest",
+                               fetch_max_wait_ms=isolated.kafka_fetch_max_wait_ms)
     try:
         await first.wait_ready()
+        await watcher.start()
+        partitions = [TopicPartition(SUSPENSION_COMMANDS.name, p)
+                      for p in sorted(watcher.partitions_for_topic(SUSPENSION_COMMANDS.name) or ())]
+        watcher.assign(partitions)
+        await watcher.seek_to_beginning(*partitions)
+        # Three moments, a few seconds apart: if the worker applied the fires of one before it could be
+        # stopped, it runs on and is stopped at the next.
         await produce(isolated, SUSPENSION_COMMANDS.name,
-                      [builders.command(customer, space) | {"at": soon(6 + index % 3)}
+                      [builders.command(customer, space) | {"at": soon(5 + 3 * (index % 3))}
                        for index, customer in enumerate(customers)])
         await wait_until(lambda: _count(isolated, "SELECT count(*) FROM schedules WHERE status = 'pending'",
                                         len(customers)), 30, "every schedule stored")
+        fired_not_marked = await _stop_between_firing_and_marking(isolated, first, watcher)
         first.kill()
+        assert fired_not_marked, "the kill came between a fire and its effect"
         second = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state-2.log").start()
         await second.wait_ready()
         await wait_until(lambda: _count(isolated, "SELECT count(*) FROM schedules WHERE status = 'fired'",
@@ -135,16 +151,57 @@ async def test_fired_once_across_a_kill_and_a_takeover(isolated: Settings, tmp_p
             fires = await conn.fetch("SELECT customer_id, count(*) AS n FROM command_history "
                                      "WHERE fired_delay_ms IS NOT NULL GROUP BY customer_id")
             suspended = await conn.fetchval("SELECT count(*) FROM customer_state WHERE suspended AND version = 2")
+            schedule_of = {row["customer_id"]: row["schedule_id"]
+                           for row in await conn.fetch("SELECT customer_id, schedule_id FROM schedules")}
         finally:
             await conn.close()
         assert {row["customer_id"]: row["n"] for row in fires} == {customer: 1 for customer in customers}
         assert suspended == len(customers)
         events = [event for _, event in await read_topic(isolated, SUSPENSION_EVENTS.name) if event["type"] == "suspended"]
         assert sorted(event["customer_id"] for event in events) == sorted(customers)  # once each
+        # A fire published again (by the restarted owner) carries the same id: one fire id per schedule.
+        fire_ids: dict[str, set[str]] = {}
+        for _, command in await read_topic(isolated, SUSPENSION_COMMANDS.name):
+            if command["command_id"].startswith("fire:"):
+                fire_ids.setdefault(command["customer_id"], set()).add(command["command_id"])
+        assert {customer: len(ids) for customer, ids in fire_ids.items()} == {customer: 1 for customer in customers}
+        assert all(next(iter(ids)).startswith(f"fire:{schedule_of[customer]}:") for customer, ids in fire_ids.items())
     finally:
+        await watcher.stop()
         for worker in (second, first):
             if worker is not None:
                 worker.stop()
+
+
+async def _stop_between_firing_and_marking(settings: Settings, worker: WorkerProcess,
+                                           watcher: AIOKafkaConsumer) -> set[str]:
+    """SIGSTOP `worker` as soon as `watcher` fetches a fire command not seen before; return the schedules whose
+    fire is on the topic yet still pending in the database (published, not applied). When there are none
+    (the worker applied them before it stopped), it runs on (SIGCONT) until the next fire."""
+    seen: set[str] = set()
+
+    async def stopped_at_a_new_fire() -> bool:
+        batches = await watcher.getmany(timeout_ms=1_000)  # returns as soon as records come
+        new = {command["command_id"] for records in batches.values() for record in records
+               if (command := orjson.loads(record.value))["command_id"].startswith("fire:")} - seen
+        if new:
+            os.kill(worker.running.pid, signal.SIGSTOP)
+            seen.update(new)
+        return bool(new)
+
+    while True:
+        await wait_until(stopped_at_a_new_fire, 30, "a fire command on the topic")
+        published = {command["schedule_id"] for _, command in await read_topic(settings, SUSPENSION_COMMANDS.name)
+                     if command["command_id"].startswith("fire:")}
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            pending = {row["schedule_id"] for row in await conn.fetch(
+                "SELECT schedule_id FROM schedules WHERE status = 'pending'")}
+        finally:
+            await conn.close()
+        if published & pending or not pending:
+            return published & pending
+        os.kill(worker.running.pid, signal.SIGCONT)
 
 
 async def test_a_schedule_due_while_the_service_was_down_fires_at_start(isolated: Settings, tmp_path: Path) -> None:
@@ -152,17 +209,19 @@ async def test_a_schedule_due_while_the_service_was_down_fires_at_start(isolated
     worker = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state-1.log").start()
     try:
         await worker.wait_ready()
+        # Far enough ahead for the CLI process to start on a busy machine (it refuses a moment in the past).
+        moment = soon(8)
         result = await asyncio.to_thread(run_cli, isolated, "lift", customer, "--space", space, "--actor", "admin:ops",
-                                         "--at", soon(2), "--wait")
+                                         "--at", moment, "--wait")
         assert result.returncode == 0, result.stderr
     finally:
-        assert worker.stop() == 0  # down before the moment
-    down_since = datetime.now(UTC)
+        assert worker.stop() == 0
+    assert datetime.now(UTC) < datetime.fromisoformat(moment), "the worker was not down before the moment"
 
     async def long_past_due() -> bool:
-        return datetime.now(UTC) > down_since + timedelta(seconds=3)
+        return datetime.now(UTC) > datetime.fromisoformat(moment) + timedelta(seconds=3)
 
-    await wait_until(long_past_due, 10, "the moment to pass while the service is down")
+    await wait_until(long_past_due, 20, "the moment to pass while the service is down")
     restarted = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state-2.log").start()
     try:
         await restarted.wait_ready()

@@ -64,30 +64,30 @@ async def test_signup_in_space_that_keeps_new_members_suspended(
 async def test_duplicate_signup_gives_one_transition(
     workers: WorkerProcess, producer: AIOKafkaProducer, tail: TopicTail, db: asyncpg.Pool
 ) -> None:
-    space, customer, event_id = uid("space"), uid("cust"), uid("evt")
+    space, customer, event_id, plan = uid("space"), uid("cust"), uid("evt"), uid("plan")
     await publish_setting(producer, workers, SETTINGS_SIGNUP.name, space, builders.signup_setting(space, True))
+    await publish_setting(producer, workers, SETTINGS_PLANS.name, plan, builders.plan_setting(space, plan, True))
     event = builders.signup(customer, space, event_id=event_id)
     await send(producer, CUSTOMER_SIGNUPS.name, customer, event)
     await send(producer, CUSTOMER_SIGNUPS.name, customer, event)
-    # A later signup event on the same partition and path marks that both copies went through.
-    marker = builders.signup(customer, space)
+    # A later signup event on the same partition and path marks that both copies went through: its plan
+    # suspends joiners, so it changes the state, and its state record follows any the copies caused.
+    marker = builders.signup(customer, space, plan=plan)
     await send(producer, CUSTOMER_SIGNUPS.name, customer, marker)
-    marker_command_id = command_id_for(CUSTOMER_SIGNUPS.name, decode(CustomerSignup, orjson.dumps(marker)),
-                                       Reason.SIGNUP)
-    await wait_until(lambda: _history_has(db, marker_command_id), what="the marker command")
+    decoded = decode(CustomerSignup, orjson.dumps(marker))
+    marker_signup_id = command_id_for(CUSTOMER_SIGNUPS.name, decoded, Reason.SIGNUP)
+    marker_plan_id = command_id_for(CUSTOMER_SIGNUPS.name, decoded, Reason.PLAN)
+    await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer, last_command_id=marker_plan_id)
 
     commands = await tail.wait_for(SUSPENSION_COMMANDS.name, count=3, customer_id=customer, reason="signup")
     assert len(commands) == 3
-    assert commands[0]["command_id"] == commands[1]["command_id"] != marker_command_id
+    assert commands[0]["command_id"] == commands[1]["command_id"] != marker_signup_id
     history = await db.fetch("SELECT * FROM command_history WHERE customer_id = $1 ORDER BY id", customer)
     assert [(h["command_id"], h["outcome"], h["version_after"]) for h in history] == [
-        (commands[0]["command_id"], "changed", 1), (marker_command_id, "noop", 1)]
-    await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer)
-    assert [s["version"] for s in tail.matching(SUSPENSION_STATE.name, customer_id=customer)] == [1]
-
-
-async def _history_has(db: asyncpg.Pool, command_id: str) -> bool:
-    return bool(await db.fetchval("SELECT count(*) FROM processed_commands WHERE command_id = $1", command_id))
+        (commands[0]["command_id"], "changed", 1), (marker_signup_id, "noop", 1), (marker_plan_id, "changed", 2)]
+    # One state record per transition: the copies made one, the marker the next.
+    assert [(s["version"], s["reasons"]) for s in tail.matching(SUSPENSION_STATE.name, customer_id=customer)] == [
+        (1, ["signup"]), (2, ["signup", "plan"])]
 
 
 async def test_redelivered_command_is_a_noop(
@@ -100,14 +100,19 @@ async def test_redelivered_command_is_a_noop(
     lift = builders.command(customer, space, action="lift")
     await send(producer, SUSPENSION_COMMANDS.name, customer, lift)
     await send(producer, SUSPENSION_COMMANDS.name, customer, lift)
-    await wait_until(lambda: _history_has(db, lift["command_id"]), what="the lift")
+    # A marker behind the copies on the same partition that changes the state: once its state record is
+    # out, every copy before it was applied and published whatever it would.
+    marker = builders.command(customer, space, reason="plan")
+    await send(producer, SUSPENSION_COMMANDS.name, customer, marker)
+    await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer, last_command_id=marker["command_id"])
 
     row = await _state_row(db, customer)
-    assert row["version"] == 2 and row["suspended"] is False
-    history = await db.fetch("SELECT command_id, outcome FROM command_history WHERE customer_id = $1", customer)
-    assert [h["command_id"] for h in history] == [suspend["command_id"], lift["command_id"]]
-    states = await tail.wait_for(SUSPENSION_STATE.name, count=2, customer_id=customer)
-    assert [(s["version"], s["suspended"]) for s in states] == [(1, True), (2, False)]
+    assert row["version"] == 3 and row["suspended"] is True and row["last_command_id"] == marker["command_id"]
+    history = await db.fetch("SELECT command_id, outcome FROM command_history WHERE customer_id = $1 ORDER BY id",
+                             customer)
+    assert [h["command_id"] for h in history] == [suspend["command_id"], lift["command_id"], marker["command_id"]]
+    states = tail.matching(SUSPENSION_STATE.name, customer_id=customer)
+    assert [(s["version"], s["suspended"]) for s in states] == [(1, True), (2, False), (3, True)]
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,12 @@ from aiokafka.structs import ConsumerRecord
 from suspensions import queries
 from tests.integration import builders
 from tests.support import consumer_records, uid, wait_until
-from topics import INVOICE_JOBS, SUSPENSION_COMMANDS
+from topics import INVOICE_JOBS, INVOICE_JOBS_ACCEPTED, SUSPENSION_COMMANDS
 from workers.billing.handler import BillingHandler
 from workers.runtime.config import Settings
 from workers.runtime.db.unit_of_work import UnitOfWork
 from workers.runtime.metrics import Metrics
+from workers.runtime.outbox import pending_rows
 from workers.runtime.publishing import OutgoingRecord
 from workers.state.handler import StateHandler
 
@@ -135,6 +136,11 @@ async def test_a_second_billing_owner_waits_and_publishes_no_decision_again(isol
     assert raced.second == []
     conn = await asyncpg.connect(isolated.database_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM invoice_decisions WHERE job_id = $1", job_id) == 1
+        # What both transactions committed to publish (nothing publishes here): a decision made again would
+        # be a second record for the job in the outbox.
+        _, committed = await pending_rows(conn, INVOICE_JOBS.name, [0])
+        assert [(record.topic, record.record_id) for record in committed] == [(INVOICE_JOBS_ACCEPTED.name, job_id)]
+        decision = await conn.fetchrow("SELECT status FROM invoice_decisions WHERE job_id = $1", job_id)
+        assert decision["status"] == "accepted"
     finally:
         await conn.close()

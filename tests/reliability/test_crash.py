@@ -6,7 +6,7 @@ import asyncio
 import os
 import random
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from tests.reliability.harness import (
     assert_each_published_once,
     assert_state_matches_oracle,
     command_stream,
+    count,
     customers,
     produce,
     read_topic,
@@ -35,9 +36,14 @@ STREAM = 20_000
 REPUBLISHED_AT_MOST = 2 * 2_000
 
 
-async def kill_midway_and_restart(settings: Settings, worker: str, load: Coroutine[Any, Any, None], progress_sql: str,
-                                  log_dir: Path, source_topic: str | None = None) -> WorkerProcess:
-    """Start `worker`, feed it `load` (a coroutine), kill -9 it once `progress_sql` counts 4,000, restart it.
+KILLED_AT = 4_000  # of STREAM: the kill comes well before the end
+
+
+async def kill_midway_and_restart(settings: Settings, worker: str, load: Coroutine[Any, Any, None],
+                                  progress: Callable[[WorkerProcess], Awaitable[float]], log_dir: Path,
+                                  source_topic: str | None = None) -> WorkerProcess:
+    """Start `worker`, feed it `load` (a coroutine), kill -9 it once its own `progress` counts KILLED_AT,
+    restart it.
 
     With `source_topic`, the kill comes at a moment the worker's outbox holds rows from that topic,
     so the restarted worker has something left over to publish.
@@ -46,7 +52,11 @@ async def kill_midway_and_restart(settings: Settings, worker: str, load: Corouti
     try:
         await first.wait_ready()
         producing = asyncio.create_task(load)
-        await wait_for_count(settings.database_url, progress_sql, 4_000, 120, f"the {worker} worker well under way")
+
+        async def under_way() -> bool:
+            return await progress(first) >= KILLED_AT
+
+        await wait_until(under_way, 120, f"the {worker} worker well under way")
         if source_topic is not None:
             await freeze_holding_outbox_rows(settings.database_url, first, source_topic)
         first.kill()
@@ -77,11 +87,28 @@ async def freeze_holding_outbox_rows(db_url: str, worker: WorkerProcess, source_
         await conn.close()
 
 
+def rows(sql: str) -> Callable[[WorkerProcess], Awaitable[float]]:
+    """A worker's progress as rows it committed (its own tables)."""
+    async def counted(worker: WorkerProcess) -> float:
+        return await count(worker.settings.database_url, sql)
+
+    return counted
+
+
+def consumed(worker_name: str, topic: str) -> Callable[[WorkerProcess], Awaitable[float]]:
+    """A worker's progress as records it consumed from `topic` (its own metric)."""
+    async def metric(worker: WorkerProcess) -> float:
+        return await asyncio.to_thread(worker.metric, "suspensions_records_consumed_total", worker=worker_name,
+                                       topic=topic)
+
+    return metric
+
+
 async def test_state_worker_killed_mid_stream(isolated: Settings, tmp_path: Path) -> None:
     stream = command_stream(customers(2_000), uid("space"), STREAM)
     distinct = len({c["command_id"] for c in stream})
     second = await kill_midway_and_restart(isolated, "state", produce(isolated, SUSPENSION_COMMANDS.name, stream),
-                                           "SELECT count(*) FROM processed_commands", tmp_path,
+                                           rows("SELECT count(*) FROM processed_commands"), tmp_path,
                                            source_topic=SUSPENSION_COMMANDS.name)
     try:
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", distinct, 180,
@@ -104,10 +131,14 @@ async def test_triggers_worker_killed_mid_stream(isolated: Settings, tmp_path: P
     try:
         await state.wait_ready()
         await publish_setting_direct(isolated, space)
+        # Killed on its own progress: the state worker's lags behind it, so the triggers worker could
+        # otherwise have read and committed every signup before the kill.
         second = await kill_midway_and_restart(isolated, "triggers", produce(isolated, CUSTOMER_SIGNUPS.name, signups),
-                                               "SELECT count(*) FROM processed_commands", tmp_path)
+                                               consumed("triggers", CUSTOMER_SIGNUPS.name), tmp_path)
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands", STREAM, 240,
                              "a command for every signup after the restart")
+        # The restarted worker did part of the stream: the kill came before the first had read it all.
+        assert await consumed("triggers", CUSTOMER_SIGNUPS.name)(second) > 0
         conn = await asyncpg.connect(isolated.database_url)
         try:
             assert await conn.fetchval("SELECT count(*) FROM customer_state WHERE suspended AND version = 1 "
@@ -143,7 +174,7 @@ async def test_billing_worker_killed_mid_stream(isolated: Settings, tmp_path: Pa
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM customer_state", len(suspended), 60,
                              "the suspensions committed")
         second = await kill_midway_and_restart(isolated, "billing", produce(isolated, INVOICE_JOBS.name, jobs),
-                                               "SELECT count(*) FROM invoice_decisions", tmp_path,
+                                               rows("SELECT count(*) FROM invoice_decisions"), tmp_path,
                                                source_topic=INVOICE_JOBS.name)
         await wait_for_count(isolated.database_url, "SELECT count(*) FROM invoice_decisions", distinct, 180,
                              "a decision for every job after the restart")

@@ -53,10 +53,13 @@ async def test_suspend_and_lift_racing_from_two_sources(settings: Settings, work
         await wait_until(applied, 30, f"the last command of {customer}")
         row = await db.fetchrow("SELECT suspended, reasons, last_command_id FROM customer_state "
                                 "WHERE customer_id = $1", customer)
-        if last["action"] == "lift":
-            assert row["suspended"] is False and row["last_command_id"] == last["command_id"]
-        else:
-            assert row["suspended"] is True and "plan" in row["reasons"]
+        # The operator's suspension came first; then the lift ends it whatever its reasons, and a plan
+        # suspension after the lift is the only reason left. A plan suspension before the lift adds
+        # "plan" to "manual", and the lift after it ends both.
+        assert [(c["action"], c["reason"]) for c in commands[:1]] == [("suspend", "manual")]
+        suspended, reasons = (False, []) if last["action"] == "lift" else (True, ["plan"])
+        expected = (suspended, reasons, last["command_id"])
+        assert (row["suspended"], list(row["reasons"]), row["last_command_id"]) == expected
 
 
 async def test_plan_trigger_after_manual_lift_suspends_again(settings: Settings, workers: WorkerProcess,
