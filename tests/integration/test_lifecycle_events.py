@@ -12,6 +12,7 @@ from aiokafka.structs import ConsumerRecord
 
 from models import Action, CustomerSignup, Reason, decode
 from tests.integration import builders
+from tests.integration.markers import suspending_signup
 from tests.support import TopicTail, WorkerProcess, publish_setting, run_cli, send, uid, wait_until
 from topics import (
     CUSTOMER_PLAN_CHANGES,
@@ -65,12 +66,7 @@ async def test_every_signup_gets_a_decision(workers: WorkerProcess, producer: AI
     # state record follows any the second signup's decision would have published.
     plan = uid("plan")
     await publish_setting(producer, workers, SETTINGS_PLANS.name, plan, builders.plan_setting(suspending, plan, True))
-    marker = builders.signup(kept_out, suspending, plan=plan)
-    await send(producer, CUSTOMER_SIGNUPS.name, kept_out, marker)
-    marker_id = command_id_for(CUSTOMER_SIGNUPS.name, decode(CustomerSignup, orjson.dumps(marker)), Reason.PLAN)
-    await tail.wait_for(SUSPENSION_STATE.name, customer_id=kept_out, last_command_id=marker_id)
-    assert [(s["version"], s["suspended"], s["reasons"]) for s in tail.matching(SUSPENSION_STATE.name,
-                                                                                customer_id=kept_out)] == [
+    assert await suspending_signup(producer, tail, kept_out, suspending, plan) == [
         (1, True, ["signup"]), (2, True, ["signup", "plan"])]
 
 

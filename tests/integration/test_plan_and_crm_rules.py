@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncpg
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models import CustomerSignup, Reason, decode
 from tests.integration import builders
+from tests.integration.markers import suspending_signup
 from tests.support import TopicTail, WorkerProcess, publish_setting, send, uid, wait_until
 from topics import (
     CRM_OPPORTUNITIES,
@@ -20,7 +19,6 @@ from topics import (
     SUSPENSION_COMMANDS,
     SUSPENSION_STATE,
 )
-from workers.triggers.rules import command_id_for
 
 pytestmark = pytest.mark.integration
 
@@ -170,10 +168,5 @@ async def test_setting_turned_off_later_stops_the_rule_without_lifting(
     # Turning the rule off is not retroactive: the first customer is still suspended. A marker of the first
     # customer on the same topic and partition, after the rule went off, that does change the state (its
     # plan suspends): its state record follows any the rule going off would have caused.
-    marker = builders.signup(first, space, plan=plan)
-    await send(producer, CUSTOMER_SIGNUPS.name, first, marker)
-    marker_id = command_id_for(CUSTOMER_SIGNUPS.name, decode(CustomerSignup, orjson.dumps(marker)), Reason.PLAN)
-    await tail.wait_for(SUSPENSION_STATE.name, customer_id=first, last_command_id=marker_id)
-    assert [(s["version"], s["suspended"], s["reasons"]) for s in tail.matching(SUSPENSION_STATE.name,
-                                                                                customer_id=first)] == [
+    assert await suspending_signup(producer, tail, first, space, plan) == [
         (1, True, ["signup"]), (2, True, ["signup", "plan"])]
