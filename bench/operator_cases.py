@@ -24,9 +24,9 @@ from models import Action, CustomerState, Reason, ScheduledEntry
 from suspensions import access
 from suspensions.local.ports import free_port
 from suspensions.local.processes import service_env
+from suspensions.local.seed import copy_states
 from topics import SUSPENSION_COMMANDS
 from workers.runtime.config import Settings
-from workers.runtime.db import repository
 
 
 async def bulk_case(settings: Settings, lines: int) -> Figure:
@@ -70,7 +70,7 @@ async def schedules_case(settings: Settings, count: int, state_rate: float | Non
                      "seed", datetime.now(UTC)))
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await repository.copy_states(conn, states)
+        await copy_states(conn, states)
         await conn.copy_records_to_table("schedules", records=rows, columns=[
             "schedule_id", "customer_id", "space_id", "action", "at", "missed_invoices", "actor", "note",
             "source_partition", "status", "updated_by_command", "updated_at"])
@@ -139,7 +139,7 @@ async def api_case(settings: Settings, rate: int, seconds: float, space_size: in
     try:
         token = await access.create_token(conn, f"bench-{space}", access.Role.OPERATOR, [space])
         now = datetime.now(UTC)
-        await repository.copy_states(conn, [CustomerState(f"{space}-{i:07d}", space, i % 5 == 0, (Reason.MANUAL,)
+        await copy_states(conn, [CustomerState(f"{space}-{i:07d}", space, i % 5 == 0, (Reason.MANUAL,)
                                                           if i % 5 == 0 else (), now, None, 1, now, "seed")
                                             for i in range(space_size)])
     finally:

@@ -22,8 +22,8 @@ from bench.probes import time_consumption
 from models import CustomerState, Reason
 from suspensions.local.broker import LocalBroker
 from suspensions.local.processes import WorkerProcess, metric_total
+from suspensions.local.seed import copy_states
 from workers.runtime.config import Settings
-from workers.runtime.db import repository
 from workers.runtime.kafka import create_topics
 
 
@@ -113,7 +113,7 @@ async def seed_states(settings: Settings, rows: list[tuple[str, str, bool, list[
     now = datetime.now(UTC)
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await repository.copy_states(conn, [
+        await copy_states(conn, [
             CustomerState(customer, space, suspended, tuple(Reason(r) for r in reasons), now, None, 1, now, "seed")
             for customer, space, suspended, reasons in rows])
     finally:

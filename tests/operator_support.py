@@ -25,9 +25,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from models import CustomerState
+from suspensions.local.seed import copy_states
 from tests.support import now_iso, send, wait_until
 from topics import SUSPENSION_COMMANDS
-from workers.runtime.db import repository
 
 
 def auth(token: str) -> dict[str, str]:
@@ -61,7 +61,7 @@ async def seed_customers(database_url: str, space: str, customers: list[str]) ->
     now = datetime.now(UTC)
     conn = await asyncpg.connect(database_url)
     try:
-        await repository.copy_states(conn, [CustomerState(customer, space, False, (), None, None, 1, now, "seed")
+        await copy_states(conn, [CustomerState(customer, space, False, (), None, None, 1, now, "seed")
                                             for customer in customers])
     finally:
         await conn.close()

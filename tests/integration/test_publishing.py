@@ -35,7 +35,7 @@ async def test_keys_land_on_their_murmur2_partition_across_topics_of_different_s
     finally:
         await admin.close()
     first = next(iter(sizes))
-    keyed = [OutgoingRecord(topic, f"{run}-customer-{i}".encode(), f"{i}".encode(), f"{topic}:{i}")
+    keyed = [OutgoingRecord(topic, f"{run}-customer-{i}".encode(), f"{i}".encode(), None)
              for i in range(60) for topic in sizes]  # each key on every topic, in the same publish
     unkeyed = [OutgoingRecord(first, None, b"no key", None) for _ in range(40)]
     await publish_all(producer, [*keyed, *unkeyed])

@@ -39,11 +39,7 @@ class OutgoingRecord:
     def headers(self) -> list[tuple[str, bytes]]:
         if self.record_id is None:
             return list(self.extra_headers)
-        try:
-            name = by_name(self.topic).id_header
-        except KeyError:  # a topic outside the catalogue (benchmarks): the default header
-            name = "record_id"
-        return [(name, self.record_id.encode()), *self.extra_headers]
+        return [(by_name(self.topic).id_header, self.record_id.encode()), *self.extra_headers]
 
 
 CLOUDEVENTS_SOURCE = b"/suspensions"

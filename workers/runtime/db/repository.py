@@ -255,14 +255,3 @@ async def due_schedules(conn: asyncpg.Connection, partitions: Sequence[int], now
         "WHERE status = 'pending' AND source_partition = ANY($1::int[]) AND at <= $2 ORDER BY at LIMIT $3",
         list(partitions), now, limit)
     return rows
-
-
-async def copy_states(conn: asyncpg.Connection, states: Sequence[CustomerState]) -> None:
-    """Many states at once with COPY (seeding known customers, e.g. in the benchmarks)."""
-    def value(state: CustomerState, name: str) -> object:
-        field = getattr(state, name)
-        return orjson.dumps(field, option=orjson.OPT_UTC_Z).decode() if name == "scheduled" else field
-
-    await conn.copy_records_to_table(
-        "customer_state", columns=list(STATE_FIELDS),
-        records=[tuple(value(state, name) for name in STATE_FIELDS) for state in states])
