@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 
 from models.base import ContractModel
@@ -12,6 +13,9 @@ from models.base import ContractModel
 MAX_DEAD_LETTER_VALUE_BYTES = 256 * 1024
 # A key is cut too (in the letter and as the letter's own key): a hostile key can be as large as a value.
 MAX_DEAD_LETTER_KEY_BYTES = 1024
+# The reason is cut too: a database's message may quote the record's value.
+MAX_DEAD_LETTER_ERROR_CHARS = 4000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def dead_letter_key(key: bytes | None) -> bytes | None:
@@ -54,6 +58,8 @@ class DeadLetter(ContractModel):
             error = f"{error} (key cut to its first {MAX_DEAD_LETTER_KEY_BYTES} of {len(key)} bytes)"
             key = dead_letter_key(key)
         text, b64 = _as_text_or_base64(value, cut=original_size is not None)
+        if len(error) > MAX_DEAD_LETTER_ERROR_CHARS:
+            error = error[:MAX_DEAD_LETTER_ERROR_CHARS] + "..."
         return cls(
             source_topic=topic,
             partition=partition,
@@ -69,12 +75,15 @@ class DeadLetter(ContractModel):
 
 
 def _as_text_or_base64(value: bytes | None, *, cut: bool) -> tuple[str | None, str | None]:
+    """Text when it is UTF-8 without control characters (other than tab and line ends); else base64, so the
+    letter's JSON is at most about twice the cut value (escaped control characters would be six times)."""
     if value is None:
         return None, None
     try:
-        return value.decode("utf-8"), None
+        text = value.decode("utf-8")
+        return (None, base64.b64encode(value).decode("ascii")) if _CONTROL.search(text) else (text, None)
     except UnicodeDecodeError as error:
         # A cut can split the last character of otherwise valid UTF-8: drop that partial character.
         if cut and error.start >= len(value) - 3:
-            return value[: error.start].decode("utf-8"), None
+            return _as_text_or_base64(value[: error.start], cut=False)
         return None, base64.b64encode(value).decode("ascii")

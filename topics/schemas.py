@@ -11,9 +11,9 @@ every change that breaks a reader or a writer, unless the topic's version was ra
 - the key changed.
 
 Adding an optional field, a new topic, an enum value or a header is additive. One narrowing is not a
-break: refusing the control characters that PostgreSQL cannot store (``STORABLE_TEXT``). A record
-holding one was never applied (it stopped the service), so no writer that worked is refused, and
-readers only ever see less.
+break: refusing control characters (``STORABLE_TEXT``). A record holding U+0000 was never applied (it
+stopped the service); the other C0 characters were stored, and are refused now as the hygiene the
+issue that made the rule asked for, announced in docs/contract.md. Readers only ever see less.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ covered too), and one dependency guards every route:
   byte is read, or while the body streams in (it counts what ``receive`` hands over, never buffers it).
   A declared oversize never reaches the app, so costs no token lookup; nor does a streamed one on a
   JSON or form route (FastAPI reads those bodies before it authenticates). The bulk routes
-  authenticate first and read after, so their stream is cut once it crosses the limit. A bulk CSV (the API's ``text/csv`` upload and the console's multipart form) may be larger
+  authenticate first and read after, so their stream is cut once it crosses the limit. A bulk CSV
+  (the API's ``text/csv`` upload and the console's multipart form) may be larger
   (``SUSPENSIONS_API_MAX_BULK_BYTES``) and is held to a number of lines too
   (``SUSPENSIONS_API_MAX_BULK_LINES``); every other body (JSON, forms) to 1 MiB.
 - ``SecurityHeaders`` puts the browser's defences on every answer: a Content-Security-Policy with no

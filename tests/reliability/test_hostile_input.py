@@ -191,6 +191,12 @@ CORPUS: list[tuple[str, str, object, str]] = [
                       amount="1e400"), "amount"),
     ("amount of 30 digits", INVOICE_JOBS.name, lambda key: _job(key, amount="1" * 30), "amount"),
     ("a period in year 10000", INVOICE_JOBS.name, lambda key: _job(key, period_end="10000-01-01"), "period_end"),
+    # Kept as text, 600 KB of U+0001 would make a letter six times its cut (a \u0001 each): too large to publish.
+    ("600 KB of control characters", SUSPENSION_COMMANDS.name, lambda key: b"\x01" * 600_000, "Invalid JSON"),
+    ("600 KB of control characters as a signup", CUSTOMER_SIGNUPS.name, lambda key: b"\x01" * 600_000,
+     "Invalid JSON"),
+    ("600 KB of control characters as an invoice", INVOICE_JOBS.name, lambda key: b"\x01" * 600_000,
+     "Invalid JSON"),
 ]
 
 

@@ -102,3 +102,18 @@ def test_dead_letter_keeps_the_original_bytes() -> None:
 def test_name_based_ids_are_uuid5_text(name: str) -> None:
     namespace = uuid.UUID("6f1c0f5e-7b7a-4c55-9d0e-5a1b2c3d4e5f")
     assert name_based_id(namespace, name) == str(uuid.uuid5(namespace, name))
+
+
+def test_a_dead_letter_always_fits_a_record() -> None:
+    """Whatever the record, its letter stays publishable: control characters go as base64 (never six
+    bytes each as JSON escapes), a long key and a long reason are cut."""
+    from models.deadletter import DeadLetter
+
+    letter = DeadLetter.for_record(topic="t", partition=0, offset=7, key=b"k" * 5_000, value=b"\x01" * 600_000,
+                                   error="e" * 9_000, worker="state")
+    assert len(encode(letter)) < 640 * 1024
+    assert letter.value is None and letter.value_b64 is not None and letter.original_size == 600_000
+    assert letter.key is not None and len(letter.key) == 1024 and len(letter.error) < 4_100
+    readable = DeadLetter.for_record(topic="t", partition=0, offset=8, key=None, value=b'{"note": "a\tb\r\n"}',
+                                     error="bad", worker="state")
+    assert readable.value == '{"note": "a\tb\r\n"}'  # tab and line ends keep a letter readable

@@ -72,3 +72,11 @@ def test_a_password_in_the_database_url_is_redacted() -> None:
     assert settings.database_connect_args() == {"dsn": url}
     for text in (repr(settings), str(settings)):
         assert "hunter2" not in text and "postgresql://app:***@db.internal:5432/suspensions" in text
+
+
+def test_passwords_in_the_urls_options_are_redacted_too() -> None:
+    from workers.runtime.config import redact_url
+
+    shown = redact_url("postgresql://app:s3cret@db:5432/suspensions?sslmode=verify-full&password=p4ss&sslpassword=k3y")
+    assert "s3cret" not in shown and "p4ss" not in shown and "k3y" not in shown
+    assert shown == "postgresql://app:***@db:5432/suspensions?sslmode=verify-full&password=***&sslpassword=***"

@@ -219,3 +219,15 @@ def test_a_fired_lift_on_an_active_customer_still_ends_the_schedule() -> None:
     assert fired.outcome is Outcome.CHANGED and fired.state is not None
     assert (fired.state.suspended, fired.state.scheduled, fired.state.version) == (False, (), 4)
     assert fired.settle_missed_invoices is None  # nothing was lifted, nothing to settle
+
+
+def test_a_fire_id_is_a_contract_id_whatever_the_schedule_id() -> None:
+    from models import ID_MAX_LENGTH
+    from workers.state.scheduler import fire_id
+
+    moment = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    assert fire_id("cmd-1", moment) == "fire:cmd-1:1796112000000"  # as before, where it fits
+    long_until = "c" * ID_MAX_LENGTH + ":until"
+    fired = fire_id(long_until, moment)
+    assert len(fired) <= ID_MAX_LENGTH and fired == fire_id(long_until, moment)  # the same id every time
+    assert fired != fire_id("c" * ID_MAX_LENGTH, moment)

@@ -205,8 +205,8 @@ class BatchWorker:
             await self._apply(records, rejected)
 
         if not await self._retry(attempt, "postgresql"):
-            # A failed attempt may have committed before its connection broke: its outbox
-            # rows are published by the flush, since the retry finds the commands done.
+            # The retry published what earlier attempts committed before its own records; the flush
+            # before the next fetch looks once more, for rows committed as a connection broke.
             self.outbox_to_flush.update(self.assigned)
         # The partitions are free for their next batch now; their offsets are committed behind it.
         for tp, batch in batches.items():

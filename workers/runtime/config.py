@@ -13,6 +13,7 @@ and every PostgreSQL connection its arguments from ``database_connect_args``.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +102,8 @@ class Settings(BaseSettings):
     kafka_request_timeout_ms: int = 30_000
     # The largest record (key, value and headers) a worker publishes; a batch that would publish a larger
     # one dead-letters its source record instead. Below the producer's and Apache Kafka's 1 MiB defaults.
-    kafka_max_record_bytes: int = Field(default=1_000_000, ge=1024)
+    # At least what the largest dead letter weighs (a 256 KiB value, twice that once escaped, and its key).
+    kafka_max_record_bytes: int = Field(default=1_000_000, ge=640 * 1024)
     # Group membership: Tansu joins in about half the session timeout.
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 2_000
@@ -254,8 +256,8 @@ class Settings(BaseSettings):
 
 
 def redact_url(url: str) -> str:
+    """The URL without its passwords: the one before ``@`` and any ``password`` or ``sslpassword`` option."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc if parts.password is None else parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = re.sub(r"(?i)(^|&)((?:ssl)?password)=[^&]*", r"\1\2=***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

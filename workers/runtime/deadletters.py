@@ -40,7 +40,8 @@ class SourceRecord(Protocol):
 def dead_letter(record: SourceRecord, error: str, worker: str, metrics: Metrics,
                 log_reason: str | None = None) -> OutgoingRecord:
     """The dead letter of one record. Logged and counted once it is published (once per record, however
-    often a failing batch made it), with where the record is and why: ``log_reason`` when the error text
+    often a failing batch made it; one a crashed worker left in the outbox is published by the next owner
+    without a log line of its own, counted with the recovered records), with where the record is and why: ``log_reason`` when the error text
     may quote the record's values, which the log must not hold (the letter does)."""
     letter = DeadLetter.for_record(
         topic=record.topic, partition=record.partition, offset=record.offset,

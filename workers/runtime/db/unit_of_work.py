@@ -59,8 +59,9 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         self._conn = await self._pool.acquire()
         try:
-            self._transaction = self._conn.transaction()
-            await self._transaction.start()
+            transaction = self._conn.transaction()
+            await transaction.start()
+            self._transaction = transaction
             # Two owners of a partition at once (one lost it without knowing yet) take turns here.
             await lock_source_partitions(self._conn, self._source_topic, self._partitions)
         except BaseException:
@@ -77,9 +78,9 @@ class UnitOfWork:
         for a record larger than the broker takes (``RecordTooLarge``), none. Returns the new row ids."""
         check_sizes(records, self._max_record_bytes)
         ids = await replace_rows(self.conn, self._source_topic, records, published_ids)
-        assert self._transaction is not None
-        await self._transaction.commit()
-        self._transaction = None
+        transaction, self._transaction = self._transaction, None  # a failed commit is not rolled back again
+        assert transaction is not None
+        await transaction.commit()
         return ids
 
     @property
