@@ -30,14 +30,19 @@ from aiokafka.structs import ConsumerRecord
 from workers.runtime.context import WorkerContext
 from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
 from workers.runtime.db.unit_of_work import BatchStore, UnitOfWork
-from workers.runtime.deadletters import dead_letter
+from workers.runtime.deadletters import poison_letter
 from workers.runtime.kafka import make_consumer
 from workers.runtime.outbox import Outbox
-from workers.runtime.poison import cause, describe, isolate
+from workers.runtime.poison import isolate
 from workers.runtime.publishing import OutgoingRecord
 from workers.runtime.retry import retry
 
 log = logging.getLogger(__name__)
+
+
+# What a unit of work makes (the records to publish), and what committing it gave: row ids and records.
+Produce = Callable[[BatchStore], Awaitable[list[OutgoingRecord]]]
+Committed = list[tuple[list[int], list[OutgoingRecord]]]
 
 
 class BatchHandler(Protocol):
@@ -224,32 +229,34 @@ class BatchWorker:
         # Counted once applied and published, so a retried batch is not counted twice.
         self.metrics.records_consumed.labels(worker=self.name, topic=self.source_topic).inc(len(records))
 
-    async def _commit(self, records: Sequence[ConsumerRecord]) -> list[tuple[list[int], list[OutgoingRecord]]]:
-        """Apply records in one unit of work with their outbox rows (deleting the rows published since the
-        last one): all of them, or none."""
+    async def _commit(self, records: Sequence[ConsumerRecord]) -> Committed:
+        """Apply records in one unit of work: all of them, or none."""
+        return await self._in_unit_of_work({record.partition for record in records},
+                                           functools.partial(self.handler.handle, records=records))
+
+    async def _in_unit_of_work(self, partitions: set[int], produce: Produce) -> Committed:
+        """Run ``produce`` in one unit of work of these source partitions and commit what it returns to the
+        outbox (deleting the rows published since the last one); returns the new row ids and the records."""
         with self.outbox.published_to_delete() as published:
-            async with self._unit_of_work({record.partition for record in records}) as uow:
-                outgoing = await self.handler.handle(uow, records)
+            async with UnitOfWork(self.pool, self.source_topic, partitions,
+                                  self.settings.kafka_max_record_bytes) as uow:
+                outgoing = await produce(uow)
                 return [(await uow.commit(outgoing, published), outgoing)]
 
-    def _unit_of_work(self, partitions: set[int]) -> UnitOfWork:
-        return UnitOfWork(self.pool, self.source_topic, partitions, self.settings.kafka_max_record_bytes)
-
     async def _reject(self, rejected: set[tuple[int, int]], record: ConsumerRecord,
-                      error: BaseException) -> list[tuple[list[int], list[OutgoingRecord]]]:
+                      error: BaseException) -> Committed:
         """Dead-letter the one record that a batch could not be applied with, and commit the letter (once: a
         retried batch finds it committed and published by the retry's start)."""
         if (record.partition, record.offset) in rejected:
             return []
-        label = cause(error)
-        self.metrics.poison_records.labels(worker=self.name, cause=label).inc()
-        letter = dead_letter(record, f"refused while being applied: {describe(error)}", self.name, self.metrics,
-                             log_reason=label)
+        letter = poison_letter(record, error, self.name, self.metrics)
 
-        async with self._unit_of_work({record.partition}) as uow:
-            committed = (await uow.commit([letter], ()), [letter])
+        async def letter_only(_: BatchStore) -> list[OutgoingRecord]:
+            return [letter]
+
+        committed = await self._in_unit_of_work({record.partition}, letter_only)
         rejected.add((record.partition, record.offset))
-        return [committed]
+        return committed
 
     async def _flush_outbox(self) -> None:
         partitions = sorted(self.outbox_to_flush)

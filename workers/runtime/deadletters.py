@@ -15,6 +15,7 @@ from models import DeadLetter, DecodeError, InvoiceJob, SuspensionCommand, decod
 from models.deadletter import dead_letter_key
 from topics import DEADLETTER
 from workers.runtime.metrics import Metrics
+from workers.runtime.poison import cause, describe
 from workers.runtime.publishing import OutgoingRecord
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ def dead_letter(record: SourceRecord, error: str, worker: str, metrics: Metrics,
                 log_reason: str | None = None) -> OutgoingRecord:
     """The dead letter of one record. Logged and counted once it is published (once per record, however
     often a failing batch made it; one a crashed worker left in the outbox is published by the next owner
-    without a log line of its own, counted with the recovered records), with where the record is and why: ``log_reason`` when the error text
-    may quote the record's values, which the log must not hold (the letter does)."""
+    without a log line of its own, counted with the recovered records), with where the record is and why:
+    ``log_reason`` when the error text may quote the record's values, which the log must not hold (the
+    letter does)."""
     letter = DeadLetter.for_record(
         topic=record.topic, partition=record.partition, offset=record.offset,
         key=record.key, value=record.value, error=error, worker=worker,
@@ -62,6 +64,14 @@ def dead_letter(record: SourceRecord, error: str, worker: str, metrics: Metrics,
         source_partition=record.partition,
         on_published=published,
     )
+
+
+def poison_letter(record: SourceRecord, error: BaseException, worker: str, metrics: Metrics) -> OutgoingRecord:
+    """The dead letter of a record the contract accepted but that could not be applied (``poison.py``),
+    counted by its cause; the log names the cause only, the letter holds the full reason."""
+    label = cause(error)
+    metrics.poison_records.labels(worker=worker, cause=label).inc()
+    return dead_letter(record, f"refused while being applied: {describe(error)}", worker, metrics, log_reason=label)
 
 
 def check_customer_key(key: bytes | None, customer_id: str) -> None:

@@ -4,8 +4,8 @@ Everything about it lives here: the packed row format, its SQL, the relay that p
 rows, and the deferred delete of published rows. A worker commits a batch's effects and its
 outgoing records in one transaction (``workers/runtime/db/unit_of_work.py``, which writes the rows
 with ``replace_rows``), publishes them (``publish``), and marks them published; their rows are
-deleted by the next batch's outbox statement, or when the worker is idle (``delete_published``). Rows left by a crash are published by whoever owns the source
-partition next (``publish_left_over``), before it consumes; consumers deduplicate by record id.
+deleted by the next batch's outbox statement, or when the worker is idle (``delete_published``).
+Rows left by a crash are published by whoever owns the source partition next (``publish_left_over``), before it consumes; consumers deduplicate by record id.
 """
 
 from __future__ import annotations

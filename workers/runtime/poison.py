@@ -57,8 +57,8 @@ def cause(error: BaseException) -> str:
 
 def describe(error: BaseException) -> str:
     """The error in one line for the dead letter, which holds the record already."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{cause(error)}: {text}" if text else cause(error)
+    lines = str(error).strip().splitlines()
+    return f"{cause(error)}: {lines[0]}" if lines else cause(error)
 
 
 def record_size(record: OutgoingRecord) -> int:

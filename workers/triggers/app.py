@@ -23,8 +23,8 @@ from models import CrmOpportunityEvent, CustomerSignup, DecodeError, PlanChange,
 from models.events import CustomerEvent
 from topics import CRM_OPPORTUNITIES, CUSTOMER_PLAN_CHANGES, CUSTOMER_SIGNUPS
 from workers.runtime.context import WorkerContext
-from workers.runtime.deadletters import check_customer_key, dead_letter
-from workers.runtime.poison import cause, describe, is_poison
+from workers.runtime.deadletters import check_customer_key, dead_letter, poison_letter
+from workers.runtime.poison import is_poison
 from workers.runtime.publishing import OutgoingRecord, command_record, publish_all, report_published, send_all
 from workers.triggers.lean_faust import LeanApp, faust_app, raw_topic, take_batches
 from workers.triggers.rules import (
@@ -109,9 +109,7 @@ def build_app(context: WorkerContext) -> LeanApp:
                     raise
                 # Accepted by the contract, yet its rule could not run on it: the same poison as in the
                 # batch workers, dead-lettered alone.
-                metrics.poison_records.labels(worker=name, cause=cause(error)).inc()
-                outgoing.append(dead_letter(message, f"refused while being applied: {describe(error)}", name,
-                                            metrics, log_reason=cause(error)))
+                outgoing.append(poison_letter(message, error, name, metrics))
                 continue
             for command in commands:
                 emitted[command.reason.value] += 1
