@@ -9,6 +9,7 @@ zone.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
@@ -33,6 +34,17 @@ _PATTERN_REASONS = {
     SINGLE_LINE_PATTERN: "must not contain control characters (U+0000 to U+001F)",
     MULTI_LINE_PATTERN: "must not contain control characters other than tab, line feed and carriage return",
 }
+
+
+_SINGLE_LINE = re.compile(SINGLE_LINE_PATTERN)
+_MULTI_LINE = re.compile(MULTI_LINE_PATTERN)
+
+
+def holds_control_character(text: str, *, multi_line: bool = False) -> bool:
+    """The contract's rule for text checked outside a model (URLs, bulk files): True when ``text`` holds a
+    control character (with ``multi_line``, other than tab, line feed and carriage return). A full match:
+    a regular expression's ``$`` also matches before a final line feed, which is a control character too."""
+    return (_MULTI_LINE if multi_line else _SINGLE_LINE).fullmatch(text) is None
 
 
 def _representable_in_utc(moment: datetime) -> datetime:

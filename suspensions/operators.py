@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import functools
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -24,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel, Field
 
 from models import ID_MAX_LENGTH, TEXT_MAX_LENGTH, Action, MissedInvoices, Reason, Source, SuspensionCommand, utc_iso
-from models.base import MULTI_LINE_PATTERN, SINGLE_LINE_PATTERN
+from models.base import holds_control_character
 from models.moments import MomentError, in_future, parse_when, shown
 from suspensions.queries import command_outcomes
 from workers.runtime.publishing import command_record, publish_all
@@ -213,8 +212,6 @@ class CountingLines:
             yield line
 
 
-_SINGLE_LINE = re.compile(SINGLE_LINE_PATTERN)
-_MULTI_LINE = re.compile(MULTI_LINE_PATTERN)
 
 
 def read_bulk_lines(handle: Iterable[str]) -> Iterator[BulkLine | MalformedLine]:
@@ -244,9 +241,9 @@ def read_bulk_lines(handle: Iterable[str]) -> Iterator[BulkLine | MalformedLine]
             yield MalformedLine(line_number, f"customer_id or space_id longer than {ID_MAX_LENGTH} characters")
         elif note is not None and len(note) > TEXT_MAX_LENGTH:
             yield MalformedLine(line_number, f"note longer than {TEXT_MAX_LENGTH} characters")
-        elif _SINGLE_LINE.fullmatch(customer_id) is None or _SINGLE_LINE.fullmatch(space_id) is None:
+        elif holds_control_character(customer_id) or holds_control_character(space_id):
             yield MalformedLine(line_number, "customer_id or space_id holds a control character (U+0000 to U+001F)")
-        elif note is not None and _MULTI_LINE.fullmatch(note) is None:
+        elif note is not None and holds_control_character(note, multi_line=True):
             yield MalformedLine(line_number, "note holds a control character other than tab, line feed and "
                                              "carriage return")
         else:

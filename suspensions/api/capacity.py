@@ -10,7 +10,6 @@ once, for the API and the console alike.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,10 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from workers.runtime.config import Settings
-from workers.runtime.db.pool import TRANSIENT_DB_ERRORS, describe
-from workers.runtime.retry import retry
-
-log = logging.getLogger(__name__)
+from workers.runtime.db.pool import connect_pool
 
 # Background work (a bulk job's progress and report) is not a client waiting on a socket: it may wait
 # longer for a connection than a request, so a busy minute does not fail a job that is half published.
@@ -69,24 +65,10 @@ class ApiPool:
         await self.pool.close()
 
 
-async def _no_reset(connection: asyncpg.Connection) -> None:
-    """The API changes no session state (no SET, LISTEN or session advisory locks: the bulk limit's
-    lock is a transaction's), so a connection goes back as it is; the pool still rolls back an open
-    transaction. asyncpg's default reset would cost a round trip on every release, and ``?wait=true``
-    releases once per poll."""
-
-
 async def connect_api_pool(settings: Settings, stop: asyncio.Event | None = None) -> ApiPool:
     """The API process's pool (``SUSPENSIONS_API_POOL_SIZE`` connections), waiting for PostgreSQL with
-    backoff at start-up like the workers' pools do."""
-    def unavailable(error: BaseException, delay: float) -> None:
-        log.warning("PostgreSQL unreachable, retrying",
-                    extra={"database": settings.database_location, "cause": describe(error), "backoff_s": delay})
-
-    pool, _ = await retry(
-        lambda: asyncpg.create_pool(**settings.database_connect_args(), min_size=1, max_size=settings.api_pool_size,
-                                    timeout=10, reset=_no_reset),
-        (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError), settings.backoff, unavailable, stop)
+    backoff at start-up as the workers' pools do (it is built the same way, ``connect_pool``)."""
+    pool = await connect_pool(settings, stop, max_size=settings.api_pool_size)
     return ApiPool(pool, settings.api_pool_timeout_s)
 
 

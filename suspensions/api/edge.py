@@ -16,7 +16,7 @@ covered too), and one dependency guards every route:
   HSTS when the request came over HTTPS (directly, or ``X-Forwarded-Proto`` from a trusted proxy,
   which uvicorn's ``proxy_headers`` has already applied to the scope).
 - ``refuse_control_characters``: an id with a C0 control character cannot exist (the contract refuses
-  them, ``models.base.SINGLE_LINE_PATTERN``, and PostgreSQL cannot even compare U+0000), so such a path
+  them, ``models.base.holds_control_character``, and PostgreSQL cannot even compare U+0000), so such a path
   answers exactly as an unknown customer (404) and such a query value is a 422, before any query runs.
 """
 
@@ -32,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.base import SINGLE_LINE_PATTERN
+from models.base import holds_control_character
 from suspensions.api.service import NotFound
 from workers.runtime.config import Settings
 
@@ -47,7 +47,6 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 HSTS = "max-age=31536000"
 STATIC_PREFIX = "/static/"
 
-_SINGLE_LINE = re.compile(SINGLE_LINE_PATTERN)
 
 
 class BodyTooLarge(HTTPException):
@@ -218,20 +217,15 @@ def harden(app: ASGIApp, settings: Settings) -> ASGIApp:
     return SecurityHeaders(BodyLimit(app, EdgeLimits.from_settings(settings)))
 
 
-def has_control_character(text: str) -> bool:
-    # fullmatch: Python's ``$`` also matches before a final line feed, which is a control character too.
-    return _SINGLE_LINE.fullmatch(text) is None
-
-
 async def refuse_control_characters(request: Request) -> None:
     """On every route: a path id with a control character is unknown (404, as any unknown customer),
     a query value with one is invalid (422)."""
-    if any(has_control_character(str(value)) for value in request.path_params.values()):
+    if any(holds_control_character(str(value)) for value in request.path_params.values()):
         raise NotFound()
     bad: list[dict[str, Any]] = [
         {"loc": ("query", key), "msg": "must not contain control characters (U+0000 to U+001F)",
          "type": "string_pattern_mismatch", "input": ""}
         for key, value in request.query_params.multi_items()
-        if has_control_character(key) or has_control_character(value)]
+        if holds_control_character(key) or holds_control_character(value)]
     if bad:
         raise RequestValidationError(bad)

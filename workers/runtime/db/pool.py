@@ -28,8 +28,8 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
-    """The workers change no session state (no SET, LISTEN or advisory locks), so a connection goes
-    back to the pool as it is: asyncpg's default reset costs a round trip per batch. An open
+    """The workers and the API change no session state (no SET, LISTEN or session advisory locks: the API's
+    bulk limit takes a transaction's), so a connection goes back to the pool as it is: asyncpg's default reset costs a round trip per batch. An open
     transaction is still rolled back by the pool."""
 
 
@@ -39,9 +39,11 @@ def describe(error: BaseException) -> str:
 
 
 async def connect_pool(settings: Settings, stop: asyncio.Event | None = None,
-                       on_unavailable: Callable[[str], None] | None = None) -> asyncpg.Pool:
-    """The pool of a worker process, waiting for PostgreSQL with backoff at start-up; each failed
-    attempt is logged once with its cause (and passed to ``on_unavailable``)."""
+                       on_unavailable: Callable[[str], None] | None = None,
+                       max_size: int | None = None) -> asyncpg.Pool:
+    """The pool of a process (``max_size`` connections; a worker's by default), waiting for PostgreSQL with
+    backoff at start-up; each failed attempt is logged once with its cause (and passed to
+    ``on_unavailable``)."""
     def unavailable(error: BaseException, delay: float) -> None:
         log.warning("PostgreSQL unreachable, retrying",
                     extra={"database": settings.database_location, "cause": describe(error), "backoff_s": delay})
@@ -50,7 +52,8 @@ async def connect_pool(settings: Settings, stop: asyncio.Event | None = None,
 
     pool, _ = await retry(
         lambda: asyncpg.create_pool(**settings.database_connect_args(), min_size=1,
-                                    max_size=2 * settings.batch_max_in_flight + 2, timeout=10, reset=_keep_session),
+                                    max_size=max_size or 2 * settings.batch_max_in_flight + 2, timeout=10,
+                                    reset=_keep_session),
         (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError), settings.backoff, unavailable, stop)
     return pool
 
