@@ -16,7 +16,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import baselines, latency, operator_cases, plumbing, poison_cases, worker_cases
+from bench import (
+    baselines,
+    latency,
+    operator_cases,
+    overdue_cases,
+    plumbing,
+    poison_cases,
+    retention_cases,
+    search_cases,
+    webhook_cases,
+    worker_cases,
+)
 from bench.figures import Figure, figure_named
 from models import utc_iso
 from suspensions.local.stack import LocalStack
@@ -44,6 +55,14 @@ SIZES = {
     "api_seconds": (20.0, 5.0, 1.0),
     "api_space": (100_000, 20_000, 500),
     "poison_batch": (2_000, 2_000, 200),
+    "overdue": (100_000, 10_000, 100),
+    "retention_commands": (10_000_000, 400_000, 2_000),
+    "retention_customers": (1_000_000, 40_000, 200),
+    "search_customers": (100_000, 100_000, 500),  # issue 26's target is for a space of 100,000: quick too
+    "webhook_events": (20_000, 5_000, 200),
+    "webhook_rate": (200, 200, 50),  # issue 22's latency is at 200 events/s: quick too
+    "webhook_seconds": (20.0, 5.0, 1.0),
+    "webhook_pending": (10_000, 10_000, 200),
 }
 
 
@@ -137,6 +156,13 @@ async def run_all(scale: int, only: set[str] | None) -> list[Figure]:
             ("api", lambda s: operator_cases.api_case(s, size["api_rate"], size["api_seconds"], size["api_space"])),
             ("backlog", lambda s: worker_cases.backlog_case(s, size["backlog"], 200_000, persistence)),
             ("poison", lambda s: poison_cases.poison_batch_case(s, size["poison_batch"])),
+            ("overdue", lambda s: overdue_cases.overdue_case(s, size["overdue"], state_rate())),
+            ("retention", lambda s: retention_cases.retention_case(
+                s, size["retention_commands"], size["retention_customers"],
+                window_s=max(2.0, size["retention_commands"] / 20_000))),
+            ("search", lambda s: search_cases.search_case(s, size["search_customers"])),
+            ("webhooks", lambda s: webhook_cases.webhook_cases(s, size["webhook_events"], size["webhook_rate"],
+                                                               size["webhook_seconds"], size["webhook_pending"])),
             ("checks", lambda s: contract_checks(events)),
             ("scale", lambda s: worker_cases.scale_out_cases(s, events, size["state_customers"], size["billing_customers"],
                                                       figures)),

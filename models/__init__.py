@@ -12,9 +12,10 @@ from models.base import (
 )
 from models.commands import Action, Cause, MissedInvoices, Reason, Source, SuspensionCommand
 from models.deadletter import DeadLetter
-from models.events import CrmOpportunityEvent, CustomerSignup, PlanChange
+from models.events import CrmOpportunityEvent, CustomerProfile, CustomerSignup, PlanChange
 from models.invoices import AcceptedInvoiceJob, DroppedInvoiceJob, InvoiceJob
 from models.lifecycle import EventType, LifecycleEvent, encode_lifecycle_event, event_id_for
+from models.overdue import InvoiceStatus, InvoiceStatusKind, OverdueSetting
 from models.settings_records import CrmStageSetting, PlanSetting, SignupSetting, SpaceSetting
 from models.state import STATE_FIELDS, CustomerState, ScheduledAction, ScheduledEntry, SuspensionState, encode_state
 
@@ -29,14 +30,18 @@ __all__ = [
     "ContractModel",
     "CrmOpportunityEvent",
     "CrmStageSetting",
+    "CustomerProfile",
     "CustomerSignup",
     "DeadLetter",
     "DecodeError",
     "DroppedInvoiceJob",
     "EventType",
     "InvoiceJob",
+    "InvoiceStatus",
+    "InvoiceStatusKind",
     "LifecycleEvent",
     "MissedInvoices",
+    "OverdueSetting",
     "PlanChange",
     "PlanSetting",
     "Reason",

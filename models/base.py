@@ -27,10 +27,10 @@ TEXT_MAX_LENGTH = 2000
 # by pydantic's core (no Python call per field); ``describe_invalid`` words their failures.
 SINGLE_LINE_PATTERN = r"^[^\x00-\x1f]*$"
 MULTI_LINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
-ACTOR_PATTERN = r"^(system|admin:[^\s\x00-\x1f]{1,100})$"
+ACTOR_PATTERN = r"^(system|rule:[a-z_]{1,50}|admin:[^\s\x00-\x1f]{1,100})$"
 _PATTERN_REASONS = {
-    ACTOR_PATTERN: "must be system or admin:<id>, the id 1 to 100 characters without white space or control "
-                   "characters",
+    ACTOR_PATTERN: "must be system, rule:<name> or admin:<id>, the id 1 to 100 characters without white space "
+                   "or control characters",
     SINGLE_LINE_PATTERN: "must not contain control characters (U+0000 to U+001F)",
     MULTI_LINE_PATTERN: "must not contain control characters other than tab, line feed and carriage return",
 }

@@ -18,6 +18,9 @@ class Action(StrEnum):
     REGISTER = "register"
     # (addition) Cancel a pending scheduled suspension or lift, named by `schedule_id`.
     CANCEL_SCHEDULE = "cancel_schedule"
+    # (addition) Remove one reason: the customer stays suspended while other reasons remain, and is
+    # lifted (as a lift would) when none does.
+    RELEASE = "release"
 
 
 class Reason(StrEnum):
@@ -25,6 +28,7 @@ class Reason(StrEnum):
     PLAN = "plan"
     CRM_STAGE = "crm_stage"
     MANUAL = "manual"
+    OVERDUE = "overdue"  # (addition) an invoice unpaid too long, where the space's rule is on
 
 
 class MissedInvoices(StrEnum):
@@ -42,12 +46,13 @@ class Source(StrEnum):
     OPERATOR_API = "operator_api"
     BULK = "bulk"
     SCHEDULE = "schedule"
+    OVERDUE_RULE = "overdue_rule"
 
 
 # The source a command has when it names none: its rule, or the operators' CLI for a manual one.
 SOURCE_OF_REASON = {
     "signup": Source.SIGNUP_RULE, "plan": Source.PLAN_RULE, "crm_stage": Source.CRM_STAGE_RULE,
-    "manual": Source.OPERATOR_CLI,
+    "manual": Source.OPERATOR_CLI, "overdue": Source.OVERDUE_RULE,
 }
 
 Actor = Annotated[str, StringConstraints(pattern=ACTOR_PATTERN)]
@@ -56,6 +61,7 @@ Actor = Annotated[str, StringConstraints(pattern=ACTOR_PATTERN)]
 class Cause(ContractModel):
     topic: Id
     event_id: Id
+    invoice_id: Id | None = None  # (addition) on the overdue rule's commands: the invoice
 
 
 class SuspensionCommand(ContractModel):
@@ -79,8 +85,8 @@ class SuspensionCommand(ContractModel):
 
     @model_validator(mode="after")
     def _fields_fit_the_action(self) -> SuspensionCommand:
-        if self.missed_invoices is not None and self.action is not Action.LIFT:
-            raise ValueError("missed_invoices is only allowed on a lift")
+        if self.missed_invoices is not None and self.action not in (Action.LIFT, Action.RELEASE):
+            raise ValueError("missed_invoices is only allowed on a lift or a release")
         if self.until is not None and self.action is not Action.SUSPEND:
             raise ValueError("until is only allowed on a suspend")
         if self.at is not None and self.action not in (Action.SUSPEND, Action.LIFT):

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from models.base import ContractModel, Id, Line, Timestamp
+from typing import Annotated
+
+from pydantic import StringConstraints
+
+from models.base import SINGLE_LINE_PATTERN, ContractModel, Id, Line, Timestamp
+
+DISPLAY_NAME_MAX_LENGTH = 200
+# A person's name as upstream knows it: one line, at most 200 characters (personal data: docs/contract.md).
+DisplayName = Annotated[str, StringConstraints(max_length=DISPLAY_NAME_MAX_LENGTH, pattern=SINGLE_LINE_PATTERN)]
 
 
 class CustomerEvent(ContractModel):
@@ -15,6 +23,18 @@ class CustomerEvent(ContractModel):
 class CustomerSignup(CustomerEvent):
     email: Line | None = None
     plan_id: Id | None = None
+    display_name: DisplayName | None = None
+
+
+class CustomerProfile(ContractModel):
+    """Who a customer is, as upstream knows it now (``customer.profile``): the whole profile, last write wins
+    by ``updated_at``; a field left out or null is not known (any earlier value is dropped)."""
+
+    space_id: Id
+    customer_id: Id
+    display_name: DisplayName | None = None
+    email: Line | None = None
+    updated_at: Timestamp
 
 
 class PlanChange(CustomerEvent):

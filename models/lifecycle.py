@@ -22,6 +22,7 @@ from models.state import ScheduledAction
 class EventType(StrEnum):
     SUSPENDED = "suspended"  # the first reason: the customer is now suspended
     REASON_ADDED = "reason_added"  # suspended already, one more reason
+    REASON_REMOVED = "reason_removed"  # (addition) a release: one reason fewer, still suspended
     LIFTED = "lifted"
     ADMITTED = "admitted"  # the first decision for a signup that suspends nothing: not suspended
     SUSPENSION_SCHEDULED = "suspension_scheduled"  # a suspension scheduled, or moved to another moment

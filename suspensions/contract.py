@@ -12,6 +12,15 @@ from workers.registry import WORKERS
 DIRECTION_ACTION = {"inbound": "receive", "internal": "receive", "outbound": "send"}
 
 
+def _topic_configuration(spec: TopicSpec) -> dict[str, object]:
+    """The Kafka binding's topic configuration: the cleanup policy, and the retention where the catalogue sets it."""
+    configs = spec.configs()
+    described: dict[str, object] = {"cleanup.policy": [configs["cleanup.policy"]]}
+    if "retention.ms" in configs:
+        described["retention.ms"] = int(configs["retention.ms"])
+    return described
+
+
 def _message_name(spec: TopicSpec) -> str:
     return spec.value_model.__name__
 
@@ -62,7 +71,7 @@ def asyncapi_document() -> dict[str, Any]:
             "address": spec.name,
             "description": f"key: {spec.key}; {'compacted' if spec.compacted else 'delete'} cleanup",
             "messages": {message: {"$ref": f"#/components/messages/{message}"}},
-            "bindings": {"kafka": {"topicConfiguration": {"cleanup.policy": [spec.configs()["cleanup.policy"]]}}},
+            "bindings": {"kafka": {"topicConfiguration": _topic_configuration(spec)}},
         }
         operations[f"{DIRECTION_ACTION[spec.direction]}_{channel_id}"] = {
             "action": DIRECTION_ACTION[spec.direction],

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import orjson
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from models import Action, MissedInvoices, utc_iso
 from suspensions import access, operators
@@ -25,7 +28,9 @@ from topics import (
     INVOICE_JOBS,
     INVOICE_JOBS_ACCEPTED,
     INVOICE_JOBS_DROPPED,
+    INVOICE_STATUS,
     SETTINGS_CRM_STAGES,
+    SETTINGS_OVERDUE,
     SETTINGS_PLANS,
     SETTINGS_SIGNUP,
     SUSPENSION_STATE,
@@ -33,6 +38,7 @@ from topics import (
 from workers.runtime.config import Settings
 from workers.runtime.kafka import make_consumer, producer
 from workers.runtime.metrics import Metrics
+from workers.webhooks import store as webhook_store
 
 WATCHED = (SUSPENSION_STATE.name, INVOICE_JOBS_ACCEPTED.name, INVOICE_JOBS_DROPPED.name, DEADLETTER.name)
 
@@ -49,6 +55,8 @@ async def run_dev(settings: Settings, *, demo: bool, exit_when_done: bool, conso
     if port_open(settings.api_host, settings.api_port):
         settings = settings.model_copy(update={"api_port": free_port()})  # 8000 is taken: any free port
     console_url = f"http://{settings.api_host}:{settings.api_port}/"
+    if demo:  # the demo's webhook receiver listens on loopback, which webhooks refuse by default
+        settings = settings.model_copy(update={"webhooks_allow_private": True})
     scenario = Demo(settings, console, Metrics()) if demo else None
     spaces = [scenario.space_new, scenario.space_plans] if scenario else ["demo"]
     conn = await asyncpg.connect(**settings.database_connect_args())
@@ -94,21 +102,25 @@ class Demo:
         self.space_new = f"downtown-{run}"  # keeps new members suspended
         self.space_plans = f"harbour-{run}"  # has a probation plan and a bad-debt CRM stage
         # Fresh names per run: a customer belongs to one space, and the database may be reused.
-        self.alice, self.bob, self.carol, self.dave, self.erin = (
-            f"{name}-{run}" for name in ("alice", "bob", "carol", "dave", "erin"))
+        self.alice, self.bob, self.carol, self.dave, self.erin, self.frank = (
+            f"{name}-{run}" for name in ("alice", "bob", "carol", "dave", "erin", "frank"))
 
     async def run(self) -> bool:
         watcher = make_consumer(self.settings, None, *WATCHED, auto_offset_reset="latest")
         await watcher.start()
         await watcher.seek_to_end()
         watch_task = asyncio.create_task(self._watch(watcher))
+        hooks: DemoWebhooks | None = None
         try:
+            hooks = await DemoWebhooks.start(self.settings, self.space_new, self.console)
             async with producer(self.settings) as kafka:
-                return await self._scenario(kafka)
+                return await self._scenario(kafka) and await hooks.delivered(self.alice)
         except TimeoutError as error:
             self.console.print(f"[red]demo failed:[/red] {error}")
             return False
         finally:
+            if hooks is not None:
+                await hooks.stop()
             watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch_task
@@ -194,6 +206,9 @@ class Demo:
                          {"space_id": p, "board_id": f"sales-{p}", "stage_id": "bad-debt",
                           "deactivate_account": True, "updated_at": utc_iso()})
         await self._settings_folded(folded_before + 4)
+        await self._send(kafka, SETTINGS_OVERDUE.name, p,
+                         {"space_id": p, "suspend_after_days": 0, "lift_when_paid": True, "missed_invoices": "bill",
+                          "updated_at": utc_iso()})
 
         self._step(f"alice signs up in {a} (signup rule)")
         await self._send(kafka, CUSTOMER_SIGNUPS.name, self.alice, self._event(self.alice, a, email="alice@example.com"))
@@ -229,6 +244,19 @@ class Demo:
         await self._expect(SUSPENSION_STATE.name, {"customer_id": self.erin, "suspended": False})
         await self._expect(INVOICE_JOBS_ACCEPTED.name, {"job_id": f"inv-{self.erin}", "rebilled": True})
 
+        self._step(f"frank's invoice falls overdue ({p} suspends after 0 days, and lifts when paid); "
+                   "he pays and the rule releases him")
+        due = datetime.now(UTC) + timedelta(seconds=3)
+        invoice = {"space_id": p, "customer_id": self.frank, "invoice_id": f"INV-{self.frank}", "amount": "80.00",
+                   "currency": "EUR"}
+        await self._send(kafka, INVOICE_STATUS.name, self.frank,
+                         {**invoice, "event_id": uuid.uuid4().hex, "occurred_at": utc_iso(), "status": "issued",
+                          "due_at": utc_iso(due)})
+        await self._expect(SUSPENSION_STATE.name, {"customer_id": self.frank, "suspended": True, "reasons": ["overdue"]})
+        await self._send(kafka, INVOICE_STATUS.name, self.frank,
+                         {**invoice, "event_id": uuid.uuid4().hex, "occurred_at": utc_iso(), "status": "paid"})
+        await self._expect(SUSPENSION_STATE.name, {"customer_id": self.frank, "suspended": False})
+
         self._step("a broken record arrives on customer.signups: it goes to the dead letter topic")
         await self._send(kafka, CUSTOMER_SIGNUPS.name, "mallory", b"{not json")
         await self._expect(DEADLETTER.name, {"source_topic": CUSTOMER_SIGNUPS.name})
@@ -237,3 +265,66 @@ class Demo:
                            f"`suspensions status {self.alice}`, `suspensions history {self.erin}`, "
                            f"`suspensions list --space {p}` or `suspensions doctor` with the exports above.")
         return True
+
+
+class DemoWebhooks:
+    """A webhook endpoint of the demo's first space, on a small receiver of the demo's own (loopback): it
+    verifies each delivery's Standard Webhooks signature and narrates it (docs/webhooks.md)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.verifier: Webhook | None = None  # once the endpoint, and so its secret, exists
+        self.received: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/webhooks", self.receive)
+        self.runner = web.AppRunner(app, access_log=None)
+
+    @classmethod
+    async def start(cls, settings: Settings, space: str, console: Console) -> DemoWebhooks:
+        hooks = cls(console)
+        await hooks.runner.setup()
+        await web.TCPSite(hooks.runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{hooks.runner.addresses[0][1]}/webhooks"
+        conn = await asyncpg.connect(**settings.database_connect_args())
+        try:
+            row, secret = await webhook_store.add_endpoint(conn, space, url, [], "the demo's receiver", True,
+                                                           datetime.now(UTC))
+        finally:
+            await conn.close()
+        hooks.verifier = Webhook(secret)
+        console.print(f"  webhooks   endpoint {row['endpoint_id']} of {space} -> {url}")
+        return hooks
+
+    async def receive(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            if self.verifier is None:
+                raise WebhookVerificationError("no secret yet")
+            payload = self.verifier.verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.console.print("  [red]webhook[/red]  a request with a bad signature, refused")
+            return web.Response(status=400)
+        data = payload["data"]
+        self.console.print(f"  [blue]webhook[/blue]  {payload['type']} for {data.get('customer_id')} "
+                           f"(webhook-id {request.headers['webhook-id'][:8]}..., signature verified)")
+        self.received.append(payload)
+        self.arrived.set()
+        return web.Response(status=204)
+
+    async def delivered(self, customer: str, timeout_s: float = 30.0) -> bool:
+        """Whether the receiver got the customer's suspension (the webhooks worker's delivery) in time."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not any(p["type"] == "suspension.suspended" and p["data"].get("customer_id") == customer
+                      for p in self.received):
+            self.arrived.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                self.console.print(f"[red]demo failed:[/red] no webhook for {customer} within {timeout_s}s")
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), left)
+        return True
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()

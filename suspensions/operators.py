@@ -112,6 +112,42 @@ def schedule_view(row: Mapping[str, Any], tz: ZoneInfo) -> PendingSchedule:
                            note=row["note"])
 
 
+class InvoiceView(BaseModel):
+    """A customer's invoice as the overdue rule knows it (`invoice.status`), as operators read it (the CLI's
+    ``status``, the API's invoices, the console's customer page)."""
+
+    invoice_id: str
+    status: Literal["open", "paid", "voided"]
+    overdue: bool = Field(description="Open, and its overdue moment has passed (the rule suspended, or is about to)")
+    suspended_for: bool = Field(description="The overdue rule suspended the customer for this invoice")
+    due_at: str | None = Field(description="In UTC, ISO 8601; null for an invoice only seen settled")
+    due_local: str | None = Field(description="In the space's time zone, ISO 8601 with its offset")
+    overdue_at: str | None = Field(description="When an open invoice falls (or fell) overdue under the space's rule, "
+                                               "in UTC; null when settled or the rule is off")
+    overdue_local: str | None
+    time_zone: str
+    when_due: str = Field(description="For people: UTC to the millisecond, with the local time beside it")
+    when_overdue: str
+    amount: str | None
+    currency: str | None
+    settled_at: str | None
+
+
+def invoice_view(row: Mapping[str, Any], tz: ZoneInfo, now: datetime) -> InvoiceView:
+    """An invoice row (``workers.runtime.db.invoices.customer_invoices``) with its moments in UTC and local time."""
+    due, overdue_at = row["due_at"], row["overdue_at"]
+    return InvoiceView(
+        invoice_id=row["invoice_id"], status=row["status"],
+        overdue=row["status"] == "open" and (row["fired_at"] is not None or (overdue_at is not None and overdue_at <= now)),
+        suspended_for=row["fired_at"] is not None, due_at=utc_iso(due) if due else None,
+        due_local=due.astimezone(tz).isoformat() if due else None,
+        overdue_at=utc_iso(overdue_at) if overdue_at else None,
+        overdue_local=overdue_at.astimezone(tz).isoformat() if overdue_at else None, time_zone=tz.key,
+        when_due=shown(due, tz), when_overdue=shown(overdue_at, tz), amount=row["amount"], currency=row["currency"],
+        settled_at=utc_iso(row["settled_at"]) if row["settled_at"] else None,
+    )
+
+
 async def publish(producer: AIOKafkaProducer, commands: list[SuspensionCommand]) -> None:
     """Publish a batch and wait for the broker's acknowledgement of all of it."""
     await publish_all(producer, (command_record(command) for command in commands))

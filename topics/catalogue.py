@@ -9,11 +9,14 @@ from models import (
     ContractModel,
     CrmOpportunityEvent,
     CrmStageSetting,
+    CustomerProfile,
     CustomerSignup,
     DeadLetter,
     DroppedInvoiceJob,
     InvoiceJob,
+    InvoiceStatus,
     LifecycleEvent,
+    OverdueSetting,
     PlanChange,
     PlanSetting,
     SignupSetting,
@@ -38,12 +41,19 @@ class TopicSpec:
     version: int = 1
     # Records carry CloudEvents headers (binary mode of the Kafka protocol binding); the value stays plain.
     cloudevents: bool = False
+    # How long the broker keeps its records (None: the broker's default). Declared where a window of the
+    # service depends on it: the commands' id deduplication (SUSPENSIONS_DEDUP_RETENTION) is checked against it.
+    retention_ms: int | None = None
 
     def configs(self) -> dict[str, str]:
-        return {"cleanup.policy": "compact" if self.compacted else "delete"}
+        configs = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_ms is not None:
+            configs["retention.ms"] = str(self.retention_ms)
+        return configs
 
 
 CUSTOMER_SIGNUPS = TopicSpec("customer.signups", "customer_id", CustomerSignup)
+CUSTOMER_PROFILE = TopicSpec("customer.profile", "customer_id", CustomerProfile)
 CUSTOMER_PLAN_CHANGES = TopicSpec("customer.plan-changes", "customer_id", PlanChange)
 CRM_OPPORTUNITIES = TopicSpec("crm.opportunities", "customer_id", CrmOpportunityEvent)
 SETTINGS_SIGNUP = TopicSpec("settings.signup", "space_id", SignupSetting, compacted=True, partitions=1)
@@ -53,8 +63,12 @@ SETTINGS_CRM_STAGES = TopicSpec(
 )
 SETTINGS_SPACES = TopicSpec("settings.spaces", "space_id", SpaceSetting, compacted=True, partitions=1)
 INVOICE_JOBS = TopicSpec("invoice.jobs", "customer_id", InvoiceJob)
+INVOICE_STATUS = TopicSpec("invoice.status", "customer_id", InvoiceStatus)
+# Read whole by the overdue worker (not by the triggers, which follow SETTINGS_TOPICS).
+SETTINGS_OVERDUE = TopicSpec("settings.overdue", "space_id", OverdueSetting, compacted=True, partitions=1)
 SUSPENSION_COMMANDS = TopicSpec(
-    "suspension.commands", "customer_id", SuspensionCommand, direction="internal", id_header="command_id"
+    "suspension.commands", "customer_id", SuspensionCommand, direction="internal", id_header="command_id",
+    retention_ms=7 * 24 * 3600 * 1000,  # Kafka's default, stated: the dedup window (8 days) covers it and a day
 )
 SUSPENSION_STATE = TopicSpec(
     "suspension.state", "customer_id", SuspensionState, compacted=True, direction="outbound", cloudevents=True
@@ -75,8 +89,11 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     CUSTOMER_SIGNUPS,
     CUSTOMER_PLAN_CHANGES,
     CRM_OPPORTUNITIES,
+    CUSTOMER_PROFILE,
     *SETTINGS_TOPICS,
+    SETTINGS_OVERDUE,
     INVOICE_JOBS,
+    INVOICE_STATUS,
     SUSPENSION_COMMANDS,
     SUSPENSION_STATE,
     SUSPENSION_EVENTS,

@@ -33,6 +33,7 @@ _BOUNDS = ("format", "pattern", "minLength", "maxLength", "minimum", "maximum", 
 STORABLE_TEXT = {
     (None, SINGLE_LINE_PATTERN),
     (None, MULTI_LINE_PATTERN),
+    # The actor: control characters refused, and (a widening) `rule:<name>` accepted beside the others.
     (r"^(system|admin:[^\s]{1,100})$", ACTOR_PATTERN),
 }
 

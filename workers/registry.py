@@ -13,23 +13,28 @@ from dataclasses import dataclass
 from topics import (
     CRM_OPPORTUNITIES,
     CUSTOMER_PLAN_CHANGES,
+    CUSTOMER_PROFILE,
     CUSTOMER_SIGNUPS,
     DEADLETTER,
     INVOICE_JOBS,
     INVOICE_JOBS_ACCEPTED,
     INVOICE_JOBS_DROPPED,
+    INVOICE_STATUS,
+    SETTINGS_OVERDUE,
     SETTINGS_TOPICS,
     SUSPENSION_COMMANDS,
     SUSPENSION_EVENTS,
     SUSPENSION_STATE,
     TopicSpec,
 )
-from workers.billing.handler import BillingHandler
-from workers.runtime.batch_worker import BatchWorker
+from workers.billing.worker import BillingWorker
+from workers.directory.worker import DirectoryWorker
+from workers.overdue.worker import OverdueWorker
 from workers.runtime.config import Settings
 from workers.runtime.context import RunnableWorker, WorkerContext
 from workers.state.worker import StateWorker
 from workers.triggers.app import TriggersWorker
+from workers.webhooks.worker import WebhooksWorker
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,40 @@ BILLING = WorkerSpec(
     reads=(INVOICE_JOBS,),
     writes=(INVOICE_JOBS_ACCEPTED, INVOICE_JOBS_DROPPED, DEADLETTER),
     needs_database=True,
-    build=lambda context: BatchWorker(context, INVOICE_JOBS.name, BillingHandler(context.name, context.metrics)),
+    build=BillingWorker,
+)
+# Invoices' status and each space's overdue rule: suspends for an invoice unpaid too long (issue 23).
+OVERDUE = WorkerSpec(
+    name="overdue",
+    group=lambda settings: settings.overdue_group,
+    reads=(INVOICE_STATUS,),
+    follows=(SETTINGS_OVERDUE,),
+    writes=(SUSPENSION_COMMANDS, DEADLETTER),
+    needs_database=True,
+    build=OverdueWorker,
 )
 
-WORKERS: tuple[WorkerSpec, ...] = (TRIGGERS, STATE, BILLING)
+# Who each customer is (names, emails) and each space's dead letters, for the console (issue 26).
+DIRECTORY = WorkerSpec(
+    name="directory",
+    group=lambda settings: settings.directory_group,
+    reads=(CUSTOMER_SIGNUPS, CUSTOMER_PROFILE, DEADLETTER),
+    writes=(DEADLETTER,),
+    needs_database=True,
+    build=DirectoryWorker,
+)
+
+# Lifecycle events delivered over HTTP to the endpoints registered per space (issue 22).
+WEBHOOKS = WorkerSpec(
+    name="webhooks",
+    group=lambda settings: settings.webhooks_group,
+    reads=(SUSPENSION_EVENTS,),
+    writes=(DEADLETTER,),
+    needs_database=True,
+    build=WebhooksWorker,
+)
+
+WORKERS: tuple[WorkerSpec, ...] = (TRIGGERS, STATE, BILLING, OVERDUE, DIRECTORY, WEBHOOKS)
 WORKER_NAMES: tuple[str, ...] = tuple(spec.name for spec in WORKERS)
 
 

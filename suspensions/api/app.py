@@ -9,6 +9,7 @@ lifespan, the request metric, the error answers every route shares.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,22 +23,31 @@ from models.moments import MomentError
 from suspensions.api.capacity import register_capacity_handlers
 from suspensions.api.console import register_console
 from suspensions.api.edge import refuse_control_characters
-from suspensions.api.routes import bulk, customers, health, invoices, lag, schedules
+from suspensions.api.routes import bulk, customers, health, invoices, lag, schedules, summary, webhooks
 from suspensions.api.service import Operations
 from suspensions.api.throttle import AuthThrottle
 from workers.runtime.health import WorkerHealth
 from workers.runtime.metrics import Metrics
+from workers.runtime.retention import Pruner, api_rules
 
-API_ROUTERS = (customers.router, bulk.router, invoices.router, schedules.router, lag.router)
+API_ROUTERS = (customers.router, bulk.router, invoices.router, schedules.router, lag.router, summary.router,
+               webhooks.router)
 
 
 def build_app(operations_factory: Callable[[], Awaitable[Operations]], metrics: Metrics,
               close: Callable[[], Awaitable[None]], api_health: WorkerHealth | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.operations = await operations_factory()
-        app.state.throttle = AuthThrottle(app.state.operations.settings.api_auth_failures_per_minute)
+        operations = app.state.operations = await operations_factory()
+        app.state.throttle = AuthThrottle(operations.settings.api_auth_failures_per_minute)
+        # The API process owns console sessions and bulk jobs: it prunes them (workers/runtime/retention.py).
+        stop_pruning = asyncio.Event()
+        pruner = Pruner(api_rules(operations.settings), operations.pool.patient(), operations.settings, metrics)
+        pruning = asyncio.create_task(pruner.run(stop_pruning), name="api-retention")
         yield
+        stop_pruning.set()
+        pruning.cancel()
+        await asyncio.gather(pruning, return_exceptions=True)
         await close()
 
     app = FastAPI(title="suspensions operator API", version="1", openapi_url="/api/openapi.json", docs_url=None,
@@ -78,5 +88,6 @@ def build_app(operations_factory: Callable[[], Awaitable[Operations]], metrics: 
     for router in API_ROUTERS:
         app.include_router(router)
     register_console(app)
+    app.include_router(webhooks.console_router)
     app.include_router(health.router)
     return app

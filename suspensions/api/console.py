@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -23,7 +23,7 @@ from starlette.formparsers import MultiPartException
 
 from models import Action, MissedInvoices, Source
 from models.moments import MomentError, shown
-from suspensions import access, operators
+from suspensions import access, operators, people
 from suspensions.access import Principal, Role
 from suspensions.api.browser import clear_session_cookie, from_this_site, session_cookie, set_session_cookie
 from suspensions.api.edge import BodyTooLarge, check_bulk_lines
@@ -32,6 +32,7 @@ from suspensions.api.throttle import AuthThrottle, Throttled
 from suspensions.api.uploads import UploadRefused, read_bulk_upload
 
 HERE = Path(__file__).parent
+CUSTOMERS_PER_PAGE = 50
 BULK_ACTIONS = {"suspend": Action.SUSPEND, "lift": Action.LIFT}
 # What a customer page may say after an action: picked by the code in ?done= / ?error=, never read from
 # the URL (a link could otherwise make the console say anything). An unknown code shows nothing.
@@ -104,8 +105,7 @@ def register_console(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def home(signed: Signed) -> RedirectResponse:
-        return RedirectResponse(f"/console/spaces/{quote(sorted(signed.principal.spaces)[0])}/customers",
-                                status_code=303)
+        return RedirectResponse(f"/console/spaces/{quote(sorted(signed.principal.spaces)[0])}", status_code=303)
 
     @app.get("/signin", include_in_schema=False)
     async def signin_form(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002
@@ -153,14 +153,27 @@ def register_console(app: FastAPI) -> None:
             return JSONResponse({"detail": "not found"}, status_code=404)
         return page(request, "not_found.html", status=404)
 
+    from suspensions.api.overview_routes import register_overview  # it builds on this module's session and page
+
+    register_overview(app)
+
     @app.get("/console/spaces/{space}/customers", include_in_schema=False)
-    async def customers(request: Request, space: str, signed: Signed, q: str = "", suspended: str = "",
-                        cursor: str = "") -> HTMLResponse:
+    async def customers(request: Request, space: str, signed: Signed, q: Annotated[str, Query(max_length=200)] = "",
+                        suspended: str = "", reason: Annotated[str, Query(max_length=200)] = "",
+                        scheduled: Annotated[str, Query(pattern="^(|suspend|lift)$")] = "", sort: people.Sort = "name",
+                        page_number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1) -> HTMLResponse:
         ops: Operations = request.app.state.operations
-        states, next_cursor = await ops.customers(signed.principal, space, suspended=True if suspended else None,
-                                                  after=cursor, search=q.strip(), limit=50)
-        return page(request, "customers.html", signed=signed, space=space, states=states, q=q, suspended=suspended,
-                    next_cursor=next_cursor, tz=await ops.zone(space))
+        found, more, blocks = await ops.people_list(signed.principal, space, search=q, suspended=True if suspended else None,
+                                            reason=reason or None, scheduled=scheduled or None, sort=sort,
+                                            offset=(page_number - 1) * CUSTOMERS_PER_PAGE,
+                                            limit=CUSTOMERS_PER_PAGE)
+        filters = {"q": q, "suspended": suspended, "reason": reason, "scheduled": scheduled, "sort": sort}
+        return page(request, "customers.html", signed=signed, space=space, people=found, q=q, suspended=suspended,
+                    blocks=blocks,
+                    reason=reason, scheduled=scheduled, sort=sort, page_number=page_number, more=more,
+                    filters={name: value for name, value in filters.items() if value},
+                    unfiltered={name: value for name, value in filters.items()
+                                if value and name not in ("reason", "scheduled")}, tz=await ops.zone(space))
 
     @app.get("/console/spaces/{space}/customers/{customer}", include_in_schema=False)
     async def customer(request: Request, space: str, customer: str, signed: Signed, done: str = "",
@@ -168,7 +181,10 @@ def register_console(app: FastAPI) -> None:
         ops: Operations = request.app.state.operations
         state = await ops.customer(signed.principal, space, customer)
         history = await ops.history(signed.principal, space, customer)
-        return page(request, "customer.html", signed=signed, space=space, state=state,
+        profile, erasures = await ops.profile(signed.principal, space, customer)
+        invoices = await ops.invoices(signed.principal, space, customer)
+        return page(request, "customer.html", signed=signed, space=space, state=state, profile=profile,
+                    erasures=erasures, invoices=invoices,
                     history=list(reversed(history)), notice=NOTICES.get(done), problem=PROBLEMS.get(error),
                     tz=await ops.zone(space))
 

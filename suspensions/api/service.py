@@ -23,20 +23,22 @@ import io
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from models import Action, CustomerState, MissedInvoices, Source, SuspensionCommand
-from suspensions import access, operators, queries
+from suspensions import access, operators, overview, people, queries
 from suspensions.access import Principal, Role
 from suspensions.api import bulk_jobs
 from suspensions.api.capacity import ApiPool, PoolBusy, TooManyBulkJobs
 from suspensions.api.schemas import (
     REPORT,
+    Amount,
     BulkStatus,
+    CountsNow,
     DroppedInvoices,
     DroppedJob,
     GroupLag,
@@ -44,8 +46,12 @@ from suspensions.api.schemas import (
     InvoiceTotal,
     MalformedReportLine,
     OtherSpaceLine,
+    ReasonCount,
     ReportLine,
     SentLine,
+    SpaceSummary,
+    SummaryDay,
+    SummaryTotals,
     UnsentLine,
     summary_key,
 )
@@ -53,6 +59,7 @@ from suspensions.lag import measure
 from suspensions.zones import UTC_ZONE, space_zones
 from workers.registry import consumer_groups
 from workers.runtime.config import Settings
+from workers.runtime.db import invoices
 from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
 from workers.state.transitions import Outcome
 
@@ -135,14 +142,104 @@ class Operations:
     # --- reading -------------------------------------------------------------------------------
 
     async def customers(self, principal: Principal, space: str, *, suspended: bool | None, after: str = "",
-                        search: str = "", limit: int = 100) -> tuple[list[CustomerState], str | None]:
+                        search: str = "", reason: str | None = None,
+                        limit: int = 100) -> tuple[list[people.Person], str | None]:
+        """A page in customer id order (keyset: those after ``after``), with their names; ``search`` is a
+        case-insensitive prefix of the id, the name or the email."""
         self.visible(principal, space)
         async with self.pool.acquire() as conn:
-            states = await queries.space_states_page(conn, space, suspended=suspended, after=after, search=search,
-                                                     limit=limit + 1)
-        more = len(states) > limit
-        states = states[:limit]
-        return states, (states[-1].customer_id if more and states else None)
+            found = await people.people_page(conn, space, search=search, suspended=suspended, reason=reason,
+                                             after=after, limit=limit + 1)
+        more = len(found) > limit
+        found = found[:limit]
+        return found, (found[-1].state.customer_id if more and found else None)
+
+    async def people_list(self, principal: Principal, space: str, *, search: str, suspended: bool | None,
+                          reason: str | None, scheduled: str | None, sort: people.Sort, offset: int,
+                          limit: int) -> tuple[list[people.Person], bool, bool]:
+        """A page of the console's list (sorted by name, status, date or id); whether more follow; whether a
+        search matched too many to sort (shown names first, then emails, then ids)."""
+        self.visible(principal, space)
+        async with self.pool.acquire() as conn:
+            found = await people.people_page(conn, space, search=search, suspended=suspended, reason=reason,
+                                             scheduled=scheduled, sort=sort, offset=offset, limit=limit + 1)
+            blocks = await people.in_blocks(conn, space, search)
+        return found[:limit], len(found) > limit, blocks
+
+    async def profile(self, principal: Principal, space: str,
+                      customer: str) -> tuple[people.Profile | None, list[asyncpg.Record]]:
+        """The customer's name and email (personal data: this space's tokens only) and its erasures."""
+        self.visible(principal, space)
+        async with self.pool.acquire() as conn:
+            return await people.profile(conn, space, customer), await people.erasures(conn, space, customer)
+
+    # --- a space at a glance -------------------------------------------------------------------
+
+    async def figures(self, principal: Principal, space: str, day_range: overview.DayRange) -> overview.Figures:
+        self.visible(principal, space)
+        async with self.pool.acquire() as conn:
+            return await overview.figures(conn, space, day_range)
+
+    async def day_range(self, space: str, first: date | None, last: date | None,
+                        days: int = overview.DEFAULT_RANGE) -> overview.DayRange:
+        """The range asked (days of the space's zone), or the ``days`` ending today; BadRange when wrong."""
+        tz = await self.zone(space)
+        if first is None and last is None:
+            return overview.DayRange.ending_today(days, tz)
+        today = datetime.now(UTC).astimezone(tz).date()
+        last = last or (min(today, first + timedelta(days=days - 1)) if first else today)
+        first = first or last - timedelta(days=days - 1)
+        return overview.DayRange.checked(first, last, tz)
+
+    async def summary(self, principal: Principal, space: str, first: date | None, last: date | None) -> SpaceSummary:
+        self.visible(principal, space)
+        day_range = await self.day_range(space, first, last)
+        found = await self.figures(principal, space, day_range)
+
+        def amounts(per_currency: dict[str, overview.Money]) -> list[Amount]:
+            return [Amount(currency=currency, jobs=money.jobs, amount=str(money.amount))
+                    for currency, money in sorted(per_currency.items())]
+
+        days = []
+        for day in day_range.days:
+            median, p90 = found.lift_quantiles(day)
+            days.append(SummaryDay(
+                day=day, suspended_by_reason=found.suspended_by_reason.get(day, {}),
+                suspensions=found.suspensions.get(day, 0), lifts=found.lifts.get(day, 0), lift_median_s=median,
+                lift_p90_s=p90, dropped=amounts(found.invoices["dropped"].get(day, {})),
+                billed=amounts(found.invoices["billed"].get(day, {})),
+                waived=amounts(found.invoices["waived"].get(day, {}))))
+        median, p90 = found.lift_quantiles()
+        return SpaceSummary(
+            space_id=space, time_zone=day_range.tz.key, from_day=day_range.first, to_day=day_range.last,
+            generated_at=datetime.now(UTC),
+            now=CountsNow(suspended=found.suspended_now,
+                          by_reason=[ReasonCount(reason=reason, customers=found.suspended_now_by_reason.get(reason, 0))
+                                     for reason in found.reasons],
+                          scheduled_suspensions=found.scheduled_suspensions, scheduled_lifts=found.scheduled_lifts,
+                          dead_letters=found.dead_letters),
+            totals=SummaryTotals(suspensions=sum(found.suspensions.values()), lifts=sum(found.lifts.values()),
+                                 lift_median_s=median, lift_p90_s=p90,
+                                 dropped=amounts(found.invoice_totals("dropped")),
+                                 billed=amounts(found.invoice_totals("billed")),
+                                 waived=amounts(found.invoice_totals("waived"))),
+            days=days)
+
+    async def suspensions(self, principal: Principal, space: str, day_range: overview.DayRange,
+                          mode: str = "started", reason: str | None = None,
+                          ) -> list[tuple[overview.Suspension, people.Profile | None]]:
+        """The suspensions behind a figure (by default those that started in the range), each with its
+        invoices and the customer's profile."""
+        self.visible(principal, space)
+        async with self.pool.acquire() as conn:
+            found = await overview.listed(conn, space, day_range, mode, reason)
+            profiles = await people.profiles(conn, space, [s.customer_id for s in found])
+        return [(suspension, profiles.get(suspension.customer_id)) for suspension in found]
+
+    async def dead_letters(self, principal: Principal, space: str) -> list[asyncpg.Record]:
+        self.visible(principal, space)
+        async with self.pool.acquire() as conn:
+            return await overview.dead_letters(conn, space, datetime.now(UTC) - overview.DEAD_LETTER_WINDOW)
 
     async def customer(self, principal: Principal, space: str, customer: str) -> CustomerState:
         self.visible(principal, space)
@@ -179,6 +276,20 @@ class Operations:
         async with self.pool.acquire() as conn:
             rows = await queries.pending_schedules(conn, space)
         return [operators.schedule_view(row, tz) for row in rows]
+
+    async def invoices(self, principal: Principal, space: str, customer: str) -> list[operators.InvoiceView]:
+        """The customer's invoices as the overdue rule knows them; a customer the space does not know (no state,
+        no invoice) answers 404."""
+        self.visible(principal, space)
+        tz = await self.zone(space)
+        async with self.pool.acquire() as conn:
+            rows = await invoices.customer_invoices(conn, space, customer)
+            if not rows:
+                state = await queries.customer_state(conn, customer)
+                if state is None or state.space_id != space:
+                    raise NotFound()
+        now = datetime.now(UTC)
+        return [operators.invoice_view(row, tz, now) for row in rows]
 
     async def lag(self, principal: Principal) -> list[GroupLag]:
         self.allowed(principal, Role.ADMIN)

@@ -2,7 +2,7 @@
 
 One module per command group: ``service`` (topics, schema, contract, run, dev), ``operate``
 (suspend, lift, bulk, schedule), ``inspect`` (status, history, list, billing), ``operations`` (lag,
-doctor) and ``access`` (tokens).
+doctor), ``access`` (tokens) and ``webhooks`` (endpoints and their deliveries).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import logging
 
 import typer
 
-from suspensions.cli import access, inspect, operate, operations, service
+from suspensions.cli import access, customers, inspect, operate, operations, service, webhooks
 
 # No locals in tracebacks: they would print settings and secrets.
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False,
                   pretty_exceptions_show_locals=False)
-for group in (service, operate, inspect, operations, access):
+for group in (service, operate, inspect, operations, access, webhooks, customers):
     group.register(app)
 
 

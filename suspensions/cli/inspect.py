@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from models.moments import shown
-from suspensions import queries
+from suspensions import people, queries
 from suspensions.cli.common import (
     JsonFlag,
     console,
@@ -19,6 +20,9 @@ from suspensions.cli.common import (
     settings,
     state_dict,
 )
+from suspensions.operators import InvoiceView, invoice_view
+from suspensions.zones import UTC_ZONE, space_zone
+from workers.runtime.db import invoices
 
 SpaceFilter = Annotated[str | None, typer.Option("--space", help="Only within this space.")]
 billing_app = typer.Typer(help="Invoice jobs decided by the billing consumer.", no_args_is_help=True)
@@ -29,14 +33,18 @@ def status(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False) 
     async def main() -> int:
         async with database(settings()) as conn:
             state = await queries.customer_state(conn, customer)
+            rows = await invoices.customer_invoices(conn, state.space_id, customer) if state is not None else []
         if state is None or (space is not None and state.space_id != space):
             if as_json:
                 print_json(None)
             else:
                 console.print(f"customer {customer} has no suspension state (never suspended)")
             return 1
+        tz = await space_zone(settings(), state.space_id) if rows else UTC_ZONE
+        now = datetime.now(UTC)
+        views = [invoice_view(row, tz, now) for row in rows]
         if as_json:
-            print_json(state_dict(state))
+            print_json(state_dict(state) | {"invoices": [view.model_dump() for view in views]})
             return 0
         if state.suspended:
             console.print(f"[bold red]{customer} is suspended[/bold red] since {shown(state.suspended_at)} "
@@ -45,9 +53,23 @@ def status(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False) 
             console.print(f"[bold green]{customer} is active[/bold green]"
                           + (f" (lifted at {shown(state.lifted_at)})" if state.lifted_at else ""))
         print_state(state_dict(state))
+        if views:
+            console.print(_invoices_table(views))
         return 0
 
     raise typer.Exit(run_async(main()))
+
+
+def _invoices_table(views: list[InvoiceView]) -> Table:
+    """Open and overdue invoices first (as the overdue rule knows them), then the settled ones."""
+    table = Table(title="invoices (invoice.status)")
+    for column in ("invoice", "status", "due", "overdue from", "amount"):
+        table.add_column(column)
+    for view in sorted(views, key=lambda view: (view.status != "open", not view.overdue)):
+        status = "overdue" if view.overdue else view.status
+        table.add_row(view.invoice_id, status + (" (suspended for it)" if view.suspended_for else ""), view.when_due,
+                      view.when_overdue, f"{view.amount or ''} {view.currency or ''}".strip())
+    return table
 
 
 def history(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False) -> None:
@@ -55,6 +77,7 @@ def history(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False)
     async def main() -> int:
         async with database(settings()) as conn:
             rows = await queries.customer_history(conn, customer)
+            erasures = await people.erasures_of(conn, customer)
         entries = [dict(row) for row in rows if space is None or row["space_id"] == space]
         if as_json:
             print_json(entries)
@@ -71,6 +94,10 @@ def history(customer: str, space: SpaceFilter = None, as_json: JsonFlag = False)
             table.add_row(shown(e["applied_at"]), action, e["reason"], e["actor"], e["outcome"],
                           str(e["version_after"]), cause, _schedule_text(e), e["note"] or "")
         console.print(table)
+        for erasure in erasures:
+            if space is None or erasure["space_id"] == space:
+                console.print(f"personal data (name, email) erased at {shown(erasure['erased_at'])} "
+                              f"by {erasure['actor']}")
         return 0
 
     raise typer.Exit(run_async(main()))

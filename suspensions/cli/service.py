@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from suspensions.cli.common import console, fail, run_async, settings
+from models import utc_iso
+from models.moments import shown
+from suspensions.cli.common import JsonFlag, console, database, fail, print_json, run_async, settings
 from suspensions.runner import API, RUNNABLE_NAMES
+from workers.runtime import retention
 from workers.runtime.collector import settle_collector
 from workers.runtime.logs import configure_logging
 
 topics_app = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=True)
-db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
+db_app = typer.Typer(help="The PostgreSQL schema, and what it keeps.", no_args_is_help=True)
 contract_app = typer.Typer(help="The published wire contract.", no_args_is_help=True)
 
 
@@ -63,6 +68,28 @@ def contract_schemas(
 
     written = write_documents(folder)
     console.print(f"wrote {len(written)} schema(s) to {folder}")
+
+
+@db_app.command("retention")
+def db_retention(as_json: JsonFlag = False) -> None:
+    """Each table that retention prunes: its size, rows, oldest removable row and the rule that applies."""
+    async def main() -> list[retention.TableReport]:
+        async with database(settings()) as conn:
+            return await retention.report(conn, settings())
+
+    reports = run_async(main())
+    if as_json:
+        print_json([dataclasses.asdict(entry) | {"oldest": utc_iso(entry.oldest) if entry.oldest else None}
+                    for entry in reports])
+        return
+    table = Table(title="retention (docs/operations.md)")
+    for column in ("table", "pruned by", "size", "rows", "oldest", "rule"):
+        table.add_column(column)
+    for entry in reports:
+        name = entry.table + (f" ({entry.partitions} partitions)" if entry.partitions else "")
+        table.add_row(name, entry.owner, f"{entry.bytes / 1e6:.1f} MB", f"~{entry.rows:,}", shown(entry.oldest),
+                      entry.rule)
+    console.print(table)
 
 
 @db_app.command("migrate")

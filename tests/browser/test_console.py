@@ -1,80 +1,24 @@
-"""Issue 13: the console as a person uses it, in a real browser (Debian's headless Chromium).
-
-Set SUSPENSIONS_SCREENSHOTS to a folder to keep a screenshot of each page (docs/screenshots holds the
-committed ones).
-"""
+"""Issue 13: the console as a person uses it, in a real browser (Debian's headless Chromium)."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-import pytest_asyncio
 from aiokafka import AIOKafkaProducer
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from suspensions import access
 from suspensions.access import Role
+from tests.browser.support import named_token, shot, signed_in, token
 from tests.operator_support import history_actors, marker_applied, register_customers
-from tests.support import TopicTail, WorkerProcess, uid, wait_for_http, wait_until
+from tests.support import TopicTail, uid, wait_until
 from topics import SUSPENSION_COMMANDS
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(os.environ["SUSPENSIONS_SCREENSHOTS"]) if os.environ.get("SUSPENSIONS_SCREENSHOTS") else None
-
-
-@pytest_asyncio.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    assert Path(CHROMIUM).is_file(), "Debian's chromium is missing: `scripts/dev test` installs it"
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"])
-        yield launched
-        await launched.close()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def console(workers: WorkerProcess) -> str:
-    base = f"http://127.0.0.1:{workers.api_port}"
-    await wait_for_http(f"{base}/healthz")
-    return base
-
-
-async def token(db: asyncpg.Pool, role: Role, *spaces: str) -> str:
-    return (await named_token(db, role, *spaces))[1]
-
-
-async def named_token(db: asyncpg.Pool, role: Role, *spaces: str) -> tuple[str, str]:
-    name = uid(role.name.lower())
-    async with db.acquire() as conn:
-        return name, await access.create_token(conn, name, role, list(spaces))
-
-
-async def signed_in(browser: Browser, console: str, secret: str) -> Page:
-    page = await browser.new_page(viewport={"width": 1280, "height": 860})
-    await page.goto(console + "/")
-    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    await shot(page, "signin")
-    await page.get_by_label("API token").fill(secret)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("heading", name=re.compile("Customers"))).to_be_visible()
-    return page
-
-
-async def shot(page: Page, name: str) -> None:
-    if SHOTS is not None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SHOTS / f"{name}.png"))
-
 
 async def suspend_by_api(console: str, secret: str, space: str, customer: str, note: str | None = None) -> None:
     async with httpx.AsyncClient() as client:

@@ -18,8 +18,10 @@ def test_dev_demo_runs_every_step_and_stops_everything() -> None:
                             env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for expected in ("SUSPENDED reasons=['signup']", "SUSPENDED reasons=['plan']", "SUSPENDED reasons=['crm_stage']",
-                     "SUSPENDED reasons=['manual']", "active (decided: not suspended)", "DROPPED", "REBILLED after lift", "active (lifted)",
-                     "deadletter customer.signups", "demo complete", "stopped: broker, database and workers"):
+                     "SUSPENDED reasons=['manual']", "SUSPENDED reasons=['overdue']",
+                     "active (decided: not suspended)", "DROPPED", "REBILLED after lift", "active (lifted)",
+                     "deadletter customer.signups", "demo complete", "stopped: broker, database and workers",
+                     "suspension.suspended for alice-"):  # the demo's webhook receiver, its signature verified
         assert expected in result.stdout, expected
     started = [line for line in result.stdout.splitlines() if line.strip().startswith(("broker", "postgresql"))]
     port = started[0].rsplit(":", 1)[1]

@@ -47,14 +47,15 @@ async def test_plan_at_signup_and_by_plan_change(
         [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer, suspended=True)
         assert state["reasons"] == ["plan"]
         [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=customer, action="suspend")
-        assert command["cause"] == {"topic": topic, "event_id": event["event_id"]}
+        assert command["cause"] == {"topic": topic, "event_id": event["event_id"], "invoice_id": None}
     # The signup on the standard plan was decided (not suspended) before the change suspended.
     assert [(s["version"], s["suspended"]) for s in tail.matching(SUSPENSION_STATE.name, customer_id=by_change)] == [
         (1, False), (2, True)]
     # The standard plan never fired: only the later probation change did. Its command comes after whatever
     # the standard change emitted (same topic and partition), so once it is out, every command is.
     [command] = await tail.wait_for(SUSPENSION_COMMANDS.name, customer_id=unaffected,
-                                    cause={"topic": CUSTOMER_PLAN_CHANGES.name, "event_id": to_probation["event_id"]})
+                                    cause={"topic": CUSTOMER_PLAN_CHANGES.name, "event_id": to_probation["event_id"],
+                                           "invoice_id": None})
     assert tail.matching(SUSPENSION_COMMANDS.name, customer_id=unaffected) == [command]
     # The state was made by that command alone: suspended for the plan at its first version.
     [state] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=unaffected)
@@ -107,7 +108,7 @@ async def test_crm_stage_rule_and_no_automatic_lift(
 
     [crm_marker_command] = await tail.wait_for(
         SUSPENSION_COMMANDS.name, customer_id=customer,
-        cause={"topic": CRM_OPPORTUNITIES.name, "event_id": crm_marker["event_id"]})
+        cause={"topic": CRM_OPPORTUNITIES.name, "event_id": crm_marker["event_id"], "invoice_id": None})
     await wait_until(lambda: _processed(db, crm_marker_command["command_id"]), what="the CRM marker applied")
     [latest] = await tail.wait_for(SUSPENSION_STATE.name, customer_id=customer, reasons=["crm_stage", "plan"])
     assert latest["suspended"] and latest["version"] == 2

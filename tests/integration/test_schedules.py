@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.integration import builders
-from tests.reliability.harness import produce, read_topic
+from tests.reliability.harness import produce, read_topic, stop_between_publishing_and_marking
 from tests.support import TopicTail, WorkerProcess, now_iso, run_cli, send, uid, wait_until
 from topics import DEADLETTER, SETTINGS_SPACES, SUSPENSION_COMMANDS, SUSPENSION_EVENTS, SUSPENSION_STATE
 from workers.runtime.config import Settings
@@ -139,7 +136,9 @@ async def test_fired_once_across_a_kill_between_firing_and_marking_fired(isolate
                        for index, customer in enumerate(customers)])
         await wait_until(lambda: _count(isolated, "SELECT count(*) FROM schedules WHERE status = 'pending'",
                                         len(customers)), 30, "every schedule stored")
-        fired_not_marked = await _stop_between_firing_and_marking(isolated, first, watcher)
+        fired_not_marked = await stop_between_publishing_and_marking(
+            isolated, first, watcher, lambda command: command["schedule_id"] if command["command_id"].startswith("fire:")
+            else None, "SELECT schedule_id FROM schedules WHERE status = 'pending'")
         first.kill()
         assert fired_not_marked, "the kill came between a fire and its effect"
         second = WorkerProcess(isolated, ("state",), log_path=tmp_path / "state-2.log").start()
@@ -171,37 +170,6 @@ async def test_fired_once_across_a_kill_between_firing_and_marking_fired(isolate
         for worker in (second, first):
             if worker is not None:
                 worker.stop()
-
-
-async def _stop_between_firing_and_marking(settings: Settings, worker: WorkerProcess,
-                                           watcher: AIOKafkaConsumer) -> set[str]:
-    """SIGSTOP `worker` as soon as `watcher` fetches a fire command not seen before; return the schedules whose
-    fire is on the topic yet still pending in the database (published, not applied). When there are none
-    (the worker applied them before it stopped), it runs on (SIGCONT) until the next fire."""
-    seen: set[str] = set()
-
-    async def stopped_at_a_new_fire() -> bool:
-        batches = await watcher.getmany(timeout_ms=1_000)  # returns as soon as records come
-        new = {command["command_id"] for records in batches.values() for record in records
-               if (command := orjson.loads(record.value))["command_id"].startswith("fire:")} - seen
-        if new:
-            os.kill(worker.running.pid, signal.SIGSTOP)
-            seen.update(new)
-        return bool(new)
-
-    while True:
-        await wait_until(stopped_at_a_new_fire, 30, "a fire command on the topic")
-        published = {command["schedule_id"] for _, command in await read_topic(settings, SUSPENSION_COMMANDS.name)
-                     if command["command_id"].startswith("fire:")}
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            pending = {row["schedule_id"] for row in await conn.fetch(
-                "SELECT schedule_id FROM schedules WHERE status = 'pending'")}
-        finally:
-            await conn.close()
-        if published & pending or not pending:
-            return published & pending
-        os.kill(worker.running.pid, signal.SIGCONT)
 
 
 async def test_a_schedule_due_while_the_service_was_down_fires_at_start(isolated: Settings, tmp_path: Path) -> None:

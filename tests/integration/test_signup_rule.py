@@ -126,7 +126,7 @@ async def test_redelivered_command_is_a_noop(
         (SUSPENSION_COMMANDS.name, b'\xff\xfe\x00garbage', "Invalid JSON"),
         (SUSPENSION_COMMANDS.name, b'{"command_id": "c", "issued_at": "2026-11-25T10:00:00Z", "space_id": "s",'
                                    b' "customer_id": "KEY", "action": "delete", "reason": "manual",'
-                                   b' "actor": "system"}', "action: Input should be 'suspend', 'lift', 'register' or 'cancel_schedule'"),
+                                   b' "actor": "system"}', "action: Input should be 'suspend', 'lift', 'register', 'cancel_schedule' or 'release'"),
     ],
 )
 async def test_bad_records_go_to_deadletter(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from models import SuspensionCommand, decode, event_id_for
 from tests.integration import builders
 from tests.support import uid, wait_until
+from topics import SUSPENSION_COMMANDS
 from workers.runtime.config import Settings
 from workers.state.transitions import CustomerState, plan_batch
 
@@ -77,8 +80,16 @@ async def wait_for_count(db_url: str, sql: str, at_least: int, timeout_s: float,
     await wait_until(reached, timeout_s, what)
 
 
+def _json(value: bytes | None) -> Any:
+    """A record's value as JSON, or None for one that is not (the hostile-input tests put such on topics)."""
+    try:
+        return orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+
+
 async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
-    """Every record of a topic, from the beginning to its current end (fetch high watermark)."""
+    """Every JSON record of a topic, from the beginning to its current end (fetch high watermark)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
@@ -96,7 +107,7 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None,
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for batch in batches.values():
-                records.extend((r.key, orjson.loads(r.value)) for r in batch)
+                records.extend((r.key, value) for r in batch if (value := _json(r.value)) is not None)
             done = True
             for tp in partitions:
                 highwater = consumer.highwater(tp)
@@ -171,3 +182,35 @@ def assert_each_published_once(records: Sequence[dict[str, Any]], identity: Call
 
 def customers(count_: int) -> list[str]:
     return [uid("c") for _ in range(count_)]
+
+
+async def stop_between_publishing_and_marking(
+    settings: Settings, worker: Any, watcher: Any, fired: Callable[[dict[str, Any]], str | None], unmarked_sql: str,
+) -> set[str]:
+    """SIGSTOP ``worker`` as soon as ``watcher`` (a consumer of `suspension.commands`) fetches a command it
+    fired that was not seen before (``fired`` gives its key, or None for other commands); return the keys
+    whose command is on the topic yet still unmarked in the database (``unmarked_sql``: those keys). When
+    there are none (it marked them before it stopped), it runs on (SIGCONT) until the next one."""
+    seen: set[str] = set()
+
+    async def stopped_at_a_new_one() -> bool:
+        batches = await watcher.getmany(timeout_ms=1_000)  # returns as soon as records come
+        new = {key for records in batches.values() for record in records
+               if (key := fired(orjson.loads(record.value))) is not None} - seen
+        if new:
+            os.kill(worker.running.pid, signal.SIGSTOP)
+            seen.update(new)
+        return bool(new)
+
+    while True:
+        await wait_until(stopped_at_a_new_one, 30, "a fired command on the topic")
+        published = {key for _, command in await read_topic(settings, SUSPENSION_COMMANDS.name)
+                     if (key := fired(command)) is not None}
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            unmarked = {row[0] for row in await conn.fetch(unmarked_sql)}
+        finally:
+            await conn.close()
+        if published & unmarked or not unmarked:
+            return published & unmarked
+        os.kill(worker.running.pid, signal.SIGCONT)

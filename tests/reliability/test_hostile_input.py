@@ -151,7 +151,7 @@ CORPUS: list[tuple[str, str, object, str]] = [
        lambda key, name=name: _command(key, **{name: f"a{chr(0)}b"}), f"{name}: {CONTROL}")
       for name in ("command_id", "space_id", "note", "schedule_id")],
     ("NUL in the command's actor", SUSPENSION_COMMANDS.name, lambda key: _command(key, actor=f"admin:a{chr(0)}"),
-     "actor: must be system or admin:<id>"),
+     "actor: must be system, rule:<name> or admin:<id>"),
     ("NUL in the command's cause", SUSPENSION_COMMANDS.name,
      lambda key: _command(key, cause={"topic": "t", "event_id": f"e{chr(0)}"}), f"cause.event_id: {CONTROL}"),
     ("NUL in the command's customer_id", SUSPENSION_COMMANDS.name,

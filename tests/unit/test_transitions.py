@@ -231,3 +231,24 @@ def test_a_fire_id_is_a_contract_id_whatever_the_schedule_id() -> None:
     fired = fire_id(long_until, moment)
     assert len(fired) <= ID_MAX_LENGTH and fired == fire_id(long_until, moment)  # the same id every time
     assert fired != fire_id("c" * ID_MAX_LENGTH, moment)
+
+
+def test_a_release_removes_one_reason_and_keeps_the_customer_suspended_while_another_remains() -> None:
+    transition = apply_command(suspended((Reason.SIGNUP, Reason.OVERDUE)), cmd(Action.RELEASE, Reason.OVERDUE), NOW)
+    assert transition.outcome is Outcome.CHANGED and transition.state is not None
+    assert (transition.state.suspended, transition.state.reasons, transition.state.suspended_at) == (
+        True, (Reason.SIGNUP,), T0)
+    assert transition.settle_missed_invoices is None  # still suspended: nothing billed or waived yet
+
+
+def test_a_release_of_the_last_reason_lifts_and_settles_the_missed_invoices_as_it_says() -> None:
+    transition = apply_command(suspended((Reason.OVERDUE,)),
+                               cmd(Action.RELEASE, Reason.OVERDUE, missed=MissedInvoices.WAIVE, at=NOW), NOW)
+    assert transition.outcome is Outcome.CHANGED and transition.state is not None
+    assert (transition.state.suspended, transition.state.reasons, transition.state.lifted_at) == (False, (), NOW)
+    assert transition.settle_missed_invoices is MissedInvoices.WAIVE
+
+
+def test_a_release_of_a_reason_not_held_changes_nothing() -> None:
+    for current in (None, suspended((Reason.SIGNUP,)), CustomerState("c1", "s1", False, (), None, T0, 2, T0, "k0")):
+        assert apply_command(current, cmd(Action.RELEASE, Reason.OVERDUE), NOW).outcome is Outcome.NOOP

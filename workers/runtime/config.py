@@ -16,11 +16,12 @@ import os
 import re
 import ssl
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -32,6 +33,17 @@ FILE_SETTINGS = ("database_url", "database_password", "kafka_sasl_username", "ka
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def _seconds_or_iso(value: object) -> object:
+    """A duration from the environment: seconds (``"2"``, ``"0.5"``) or ISO 8601 (``"P8D"``, ``"PT2S"``)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        return timedelta(seconds=float(value))
+    return value
+
+
+# Windows and durations: seconds or ISO 8601 in the environment.
+Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso)]
 
 
 class SettingsError(ValueError):
@@ -136,6 +148,41 @@ class Settings(BaseSettings):
     triggers_group: str = "suspensions-triggers"
     state_group: str = "suspensions-state"
     billing_group: str = "suspensions-billing"
+    overdue_group: str = "suspensions-overdue"  # invoice.status and the overdue rule (issue 23)
+    directory_group: str = "suspensions-directory"  # names and emails, dead letters per space (the console's)
+
+    # Webhooks (the `webhooks` worker, docs/webhooks.md). Durations: seconds or ISO 8601 (P3D).
+    webhooks_group: str = "suspensions-webhooks"
+    # Lifts the destination rules (https only, public addresses only): local development, tests, the demo.
+    webhooks_allow_private: bool = False
+    webhooks_timeout_s: float = Field(default=10.0, gt=0)  # one attempt, connecting and answering
+    webhooks_retry_for: Duration = timedelta(days=3)  # a delivery is given up this long after its event
+    webhooks_disable_after: Duration = timedelta(days=5)  # an endpoint failing this long is disabled
+    webhooks_initial_backoff_s: float = Field(default=5.0, gt=0)  # doubled per attempt, with jitter
+    webhooks_max_backoff_s: float = Field(default=3600.0, gt=0)
+    webhooks_max_in_flight: int = Field(default=64, ge=1)  # attempts at once per worker instance
+    webhooks_max_in_flight_per_endpoint: int = Field(default=8, ge=1)  # so one slow endpoint holds few
+    webhooks_poll_interval_ms: int = Field(default=50, ge=5)  # how often due deliveries are looked for
+    webhooks_retention: Duration = timedelta(days=14)  # attempts, and finished deliveries, kept this long
+    webhooks_secret_overlap: Duration = timedelta(hours=24)  # a rotated secret keeps signing this long
+
+    # Retention (workers/runtime/retention.py, docs/operations.md "Retention"). Windows: seconds or ISO 8601.
+    # A command id is remembered while a copy of the command can still arrive: the commands topic's retention
+    # (7 days by default in Kafka) plus the longest a producer retries; checked against the topic at start.
+    dedup_retention: Duration = timedelta(days=8)
+    # An invoice job id, for at least as long as a billing run may send the same job again (a billing cycle and
+    # the invoice.jobs topic's retention); dropped jobs stay until a lift settles them, whatever their age.
+    # Kept a year and more: the console's overview reads dropped, billed back and waived jobs up to 365 days back.
+    invoice_dedup_retention: Duration = timedelta(days=400)
+    history_retention: Duration | None = None  # None: the audit log is kept forever
+    history_partitions_ahead: int = Field(default=2, ge=1)  # months of history partitions made in advance
+    schedules_retention: Duration = timedelta(days=90)  # fired and cancelled schedules
+    bulk_jobs_retention: Duration = timedelta(days=30)  # finished bulk jobs and their reports
+    sessions_retention: Duration = timedelta(days=1)  # console sessions after they expire
+    settled_invoices_retention: Duration = timedelta(days=400)  # paid and voided invoices (the overdue rule's)
+    dead_letters_retention: Duration = timedelta(days=30)  # each space's dead letters, as the console shows them
+    retention_interval_s: float = Field(default=60.0, gt=0)  # how often each owner prunes
+    retention_batch: int = Field(default=5_000, ge=1)  # rows per delete (one short transaction each)
 
     # Retry of transient failures (PostgreSQL or broker unavailable).
     retry_initial_backoff_s: float = 0.2

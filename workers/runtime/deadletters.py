@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from models import DeadLetter, DecodeError, InvoiceJob, SuspensionCommand, decode, encode
+from models import DeadLetter, DecodeError, InvoiceJob, InvoiceStatus, SuspensionCommand, decode, encode
 from models.deadletter import dead_letter_key
 from topics import DEADLETTER
 from workers.runtime.metrics import Metrics
@@ -20,7 +20,7 @@ from workers.runtime.publishing import OutgoingRecord
 
 log = logging.getLogger(__name__)
 # The customer-keyed records a batch worker consumes.
-CustomerRecord = TypeVar("CustomerRecord", SuspensionCommand, InvoiceJob)
+CustomerRecord = TypeVar("CustomerRecord", SuspensionCommand, InvoiceJob, InvoiceStatus)
 
 
 class SourceRecord(Protocol):

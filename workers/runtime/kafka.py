@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from topics import ALL_TOPICS, TopicSpec
@@ -126,6 +127,25 @@ async def create_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOP
         return created
     finally:
         await admin.close()
+
+
+async def topic_config(settings: Settings, topic: str, name: str) -> str | None:
+    """One configuration value of a topic as the broker reports it (DescribeConfigs); None when it does not."""
+    admin = make_admin(settings)
+    try:
+        await start_client(admin, settings)
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    except (KafkaError, ValueError, TypeError, OSError):
+        return None
+    finally:
+        await admin.close()
+    for response in responses:
+        for resource in response.resources:
+            # (error_code, error_message, resource_type, resource_name, config_entries)
+            for entry in resource[4]:
+                if entry[0] == name and entry[1] is not None:
+                    return str(entry[1])
+    return None
 
 
 async def caught_up(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> bool:

@@ -68,6 +68,35 @@ class Metrics:
             "suspensions_schedules_fired_total", "Commands published for due schedules (a re-publish counts).",
             registry=r,
         )
+        self.invoice_statuses = Counter(
+            "suspensions_invoice_statuses_total", "invoice.status records applied, by what they did.",
+            ["status"], registry=r,
+        )
+        self.overdue_commands = Counter(
+            "suspensions_overdue_commands_total",
+            "Commands the overdue rule issued: suspend (a moment came) or release (the last overdue invoice "
+            "settled).", ["action"], registry=r,
+        )
+        self.retention_rows_removed = Counter(
+            "suspensions_retention_rows_removed_total", "Rows removed by retention (workers/runtime/retention.py).",
+            ["table"], registry=r,
+        )
+        self.retention_partitions_dropped = Counter(
+            "suspensions_retention_partitions_dropped_total", "Monthly partitions dropped by retention.",
+            ["table"], registry=r,
+        )
+        self.retention_pass_seconds = Histogram(
+            "suspensions_retention_pass_seconds", "Time of one pass of a worker's retention rules.",
+            buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.retention_oldest_seconds = Gauge(
+            "suspensions_retention_oldest_row_age_seconds",
+            "Age of the oldest row a retention rule could remove, at its last pass (0: none).", ["table"], registry=r,
+        )
+        self.overdue_fire_delay_seconds = Histogram(
+            "suspensions_overdue_fire_delay_seconds", "How long after an invoice's overdue moment it was fired.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
         self.http_requests = Histogram(
             "suspensions_http_request_duration_seconds", "Operator API and console requests.",
             ["route", "method", "status"], buckets=BATCH_BUCKETS, registry=r,
@@ -79,6 +108,25 @@ class Metrics:
         self.retries = Counter(
             "suspensions_transient_failures_total", "Batches retried after a transient failure.",
             ["worker", "dependency"], registry=r,
+        )
+
+        # Webhooks. The oldest pending delivery's age is labelled by endpoint id: endpoints are few (registered
+        # by hand, per space), and it is what operators alert on per destination.
+        self.webhook_attempts = Counter(
+            "suspensions_webhook_attempts_total", "Webhook attempts by outcome: delivered, http_error, gone, "
+            "timeout, connection_error, refused (a destination the rules forbid).", ["outcome"], registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "suspensions_webhook_deliveries_total", "Webhook deliveries finished: delivered, or gave_up.",
+            ["outcome"], registry=r,
+        )
+        self.webhook_attempt_seconds = Histogram(
+            "suspensions_webhook_attempt_duration_seconds", "Time of one webhook attempt, until the answer "
+            "or the failure.", buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.webhook_oldest_pending = Gauge(
+            "suspensions_webhook_oldest_pending_seconds", "Age of the oldest pending delivery of each enabled "
+            "endpoint (of the partitions this process holds).", ["endpoint"], registry=r,
         )
 
     def settings_records_folded(self) -> float:

@@ -126,9 +126,9 @@ def history_row(command: SuspensionCommand, outcome: Outcome, state: CustomerSta
         command.actor, command.note,
         command.cause.topic if command.cause else None,
         command.cause.event_id if command.cause else None,
-        command.missed_invoices_or_default if command.action is Action.LIFT else None,
+        command.missed_invoices_or_default if command.action in (Action.LIFT, Action.RELEASE) else None,
         command.issued_at, now, outcome, state.version if state else 0, record.partition, record.offset,
-        command.schedule_id, command.at, command.until, fired_delay_ms,
+        command.schedule_id, command.at, command.until, fired_delay_ms, state.suspended if state else None,
     )
 
 
@@ -177,7 +177,8 @@ def lifecycle_record(applied: AppliedCommand, change: ScheduleChange, record: Co
         "customer_id": state.customer_id, "version": state.version,
         "reasons_before": previous.reasons if previous is not None else (), "reasons_after": state.reasons,
         "actor": command.actor, "source": command.source_or_default, "command_id": command.command_id,
-        "cause": {"topic": command.cause.topic, "event_id": command.cause.event_id} if command.cause else None,
+        "cause": {"topic": command.cause.topic, "event_id": command.cause.event_id,
+                  "invoice_id": command.cause.invoice_id} if command.cause else None,
         "note": command.note, "missed_invoices": missed,
         "invoices_billed": job_ids if missed is MissedInvoices.BILL else None,
         "invoices_waived": job_ids if missed is MissedInvoices.WAIVE else None,

@@ -52,6 +52,8 @@ def apply_command(current: CustomerState | None, command: SuspensionCommand, now
         return _scheduled(current, transition, command, now) if command.until is not None else transition
     if command.action is Action.REGISTER:
         return _register(current, command, now)
+    if command.action is Action.RELEASE:
+        return _release(current, command, now)
     return _lift(current, command, now)
 
 
@@ -95,6 +97,16 @@ def _lift(current: CustomerState | None, command: SuspensionCommand, now: dateti
         _next(current, command, now, suspended=False, reasons=(), lifted_at=command.issued_at),
         settle_missed_invoices=command.missed_invoices_or_default,
     )
+
+
+def _release(current: CustomerState | None, command: SuspensionCommand, now: datetime) -> Transition:
+    """One reason removed: still suspended while another remains, lifted (as a lift would) when none does."""
+    if current is None or not current.suspended or command.reason not in current.reasons:
+        return Transition(Outcome.NOOP, current)
+    remaining = tuple(reason for reason in current.reasons if reason != command.reason)
+    if remaining:
+        return Transition(Outcome.CHANGED, _next(current, command, now, reasons=remaining))
+    return _lift(current, command, now)
 
 
 def _entry(command: SuspensionCommand, action: Action, at: datetime, schedule_id: str) -> ScheduledEntry:
@@ -233,7 +245,7 @@ def event_type(command: SuspensionCommand, previous: CustomerState | None, state
     if state.suspended and not was_suspended:
         return EventType.SUSPENDED
     if state.suspended and previous is not None and state.reasons != previous.reasons:
-        return EventType.REASON_ADDED
+        return EventType.REASON_REMOVED if len(state.reasons) < len(previous.reasons) else EventType.REASON_ADDED
     if was_suspended and not state.suspended:
         return EventType.LIFTED
     if change.added:

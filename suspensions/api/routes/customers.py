@@ -6,11 +6,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 
-from models import Action, MissedInvoices, SuspensionState
+from models import Action, MissedInvoices, Reason, SuspensionState
 from suspensions.access import Principal
 from suspensions.api.deps import ERRORS, Ops, Who
-from suspensions.api.schemas import Accepted, Applied, CustomerPage, HistoryEntry, LiftRequest, SuspendRequest
+from suspensions.api.schemas import (
+    Accepted,
+    Applied,
+    CustomerPage,
+    HistoryEntry,
+    LiftRequest,
+    PersonProfile,
+    SuspendRequest,
+)
 from suspensions.api.service import Operations
+from suspensions.operators import InvoiceView
 
 router = APIRouter(prefix="/api/v1/spaces/{space}/customers", tags=["customers"])
 
@@ -24,12 +33,16 @@ ACT_RESPONSES: dict[int | str, dict[str, Any]] = ERRORS | {
 @router.get("", response_model=CustomerPage, responses=ERRORS)
 async def list_customers(space: str, who: Who, ops: Ops, suspended: bool | None = None,
                          cursor: Annotated[str, Query(max_length=200)] = "",
-                         search: Annotated[str, Query(max_length=200)] = "",
+                         search: Annotated[str, Query(max_length=200)] = "", reason: Reason | None = None,
                          limit: Annotated[int, Query(ge=1, le=500)] = 100) -> CustomerPage:
-    """The space's customers in customer id order; pass `next_cursor` back as `cursor` for the next page."""
-    states, next_cursor = await ops.customers(who, space, suspended=suspended, after=cursor, search=search,
-                                              limit=limit)
-    return CustomerPage(customers=[state.to_record() for state in states], next_cursor=next_cursor)
+    """The space's customers in customer id order; pass `next_cursor` back as `cursor` for the next page.
+    `search`: a case-insensitive prefix of the customer's id, name or email; `reason`: only those suspended for it."""
+    found, next_cursor = await ops.customers(who, space, suspended=suspended, after=cursor, search=search,
+                                             reason=reason, limit=limit)
+    return CustomerPage(customers=[person.state.to_record() for person in found], next_cursor=next_cursor,
+                        profiles=[PersonProfile(customer_id=person.state.customer_id, display_name=person.display_name,
+                                                email=person.email)
+                                  for person in found if person.display_name or person.email])
 
 
 @router.get("/{customer}", response_model=SuspensionState, responses=ERRORS)
@@ -40,6 +53,13 @@ async def get_customer(space: str, customer: str, who: Who, ops: Ops) -> Suspens
 @router.get("/{customer}/history", response_model=list[HistoryEntry], responses=ERRORS)
 async def get_history(space: str, customer: str, who: Who, ops: Ops) -> list[HistoryEntry]:
     return await ops.history(who, space, customer)
+
+
+@router.get("/{customer}/invoices", response_model=list[InvoiceView], responses=ERRORS)
+async def get_invoices(space: str, customer: str, who: Who, ops: Ops) -> list[InvoiceView]:
+    """The customer's invoices as the overdue rule knows them (`invoice.status`): open, overdue and settled, with
+    their due and overdue moments in UTC and in the space's time zone."""
+    return await ops.invoices(who, space, customer)
 
 
 async def _act(ops: Operations, who: Principal, space: str, customer: str, action: Action, note: str | None,

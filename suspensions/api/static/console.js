@@ -1,11 +1,11 @@
 // Progressive enhancement only: every page works without it. The Content-Security-Policy allows no
 // inline script, so every behaviour of a page is wired here, from data attributes and classes.
 (function () {
-  // Switching space goes to that space's customers.
+  // Switching space goes to that space's overview.
   const spaces = document.querySelector("select.space-switch");
   if (spaces) {
     spaces.addEventListener("change", () => {
-      location.href = "/console/spaces/" + encodeURIComponent(spaces.value) + "/customers";
+      location.href = "/console/spaces/" + encodeURIComponent(spaces.value);
     });
   }
 

@@ -43,6 +43,7 @@ class HistoryRow:
     scheduled_at: datetime | None = None  # `at` of a command that scheduled
     until_at: datetime | None = None
     fired_delay_ms: int | None = None  # a fired schedule: how long after its moment it applied
+    suspended_after: bool | None = None  # whether the customer was suspended after it (a release may lift)
 
 
 @dataclass(slots=True)
@@ -69,7 +70,7 @@ def json_rows(rows: Sequence[object]) -> str:
 # PostgreSQL types of the Python types the row classes use (an Optional takes its inner type).
 _SQL_TYPES: dict[object, str] = {
     str: "text", bool: "boolean", int: "bigint", datetime: "timestamptz", tuple[Reason, ...]: "text[]",
-    str | None: "text", datetime | None: "timestamptz", int | None: "bigint",
+    str | None: "text", datetime | None: "timestamptz", int | None: "bigint", bool | None: "boolean",
     tuple[ScheduledEntry, ...]: "jsonb",
 }
 
@@ -140,7 +141,8 @@ HISTORY_COLUMNS = recordset_columns(HistoryRow, HISTORY_NAMES)
 
 async def write_applied(conn: asyncpg.Connection, states: Sequence[CustomerState], history: Sequence[HistoryRow],
                         outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
-    """A batch's new states, history rows and processed ids, in one statement (one round trip)."""
+    """A batch's new states, history rows and processed ids, in one statement (one round trip). The ids are new
+    by construction: the handler drops those ``processed_among`` found, under the source partitions' lock."""
     if not (states or history or outcomes):
         return
     await conn.execute(
@@ -159,7 +161,6 @@ async def write_applied(conn: asyncpg.Connection, states: Sequence[CustomerState
         )
         INSERT INTO processed_commands (command_id, outcome, processed_at)
         SELECT pair->>0, pair->>1, $4 FROM json_array_elements($3::json) AS pair
-        ON CONFLICT (command_id) DO NOTHING
         """,
         json_rows(states), json_rows(history), json_rows(outcomes), at,
     )

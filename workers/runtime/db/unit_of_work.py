@@ -23,7 +23,8 @@ from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
 from models import CustomerState
-from workers.runtime.db import repository
+from workers.runtime.db import invoices, repository
+from workers.runtime.db.invoices import InvoiceRow, RuleSetting
 from workers.runtime.db.repository import DecisionRow, HistoryRow, ScheduleRow
 from workers.runtime.outbox import lock_source_partitions, replace_rows
 from workers.runtime.poison import check_sizes
@@ -42,6 +43,9 @@ class BatchStore(Protocol):
                                   at: datetime) -> dict[str, list[str]]: ...
     async def decided_jobs(self, job_ids: Iterable[str]) -> set[str]: ...
     async def insert_decisions(self, rows: Sequence[DecisionRow]) -> None: ...
+    async def invoices_of(self, customer_ids: Iterable[str]) -> dict[str, dict[str, InvoiceRow]]: ...
+    async def write_invoices(self, rows: Sequence[InvoiceRow]) -> None: ...
+    async def rule_settings(self, space_ids: Iterable[str]) -> dict[str, RuleSetting]: ...
 
 
 class UnitOfWork:
@@ -124,3 +128,12 @@ class UnitOfWork:
 
     async def insert_decisions(self, rows: Sequence[DecisionRow]) -> None:
         await repository.insert_decisions(self.conn, rows)
+
+    async def invoices_of(self, customer_ids: Iterable[str]) -> dict[str, dict[str, InvoiceRow]]:
+        return await invoices.invoices_of(self.conn, customer_ids)
+
+    async def write_invoices(self, rows: Sequence[InvoiceRow]) -> None:
+        await invoices.write_invoices(self.conn, rows)
+
+    async def rule_settings(self, space_ids: Iterable[str]) -> dict[str, RuleSetting]:
+        return await invoices.rule_settings(self.conn, space_ids)

@@ -1,0 +1,1 @@
+"""The overdue rule: invoices' status in, suspensions and releases of reason `overdue` out."""
