@@ -128,10 +128,6 @@ RULES_BY_OWNER: dict[str, Callable[[Settings], list[Rule]]] = {
 }
 
 
-def every_rule(settings: Settings) -> list[Rule]:
-    return [rule for rules in RULES_BY_OWNER.values() for rule in rules(settings)]
-
-
 def dedup_window_warning(window: timedelta, retention_ms: str | None) -> str | None:
     """Why the dedup window is too short for the commands topic, or None (also when the broker does not say)."""
     try:
