@@ -23,6 +23,7 @@ from bench import (
     overdue_cases,
     plumbing,
     poison_cases,
+    recovery_cases,
     retention_cases,
     search_cases,
     webhook_cases,
@@ -63,6 +64,7 @@ SIZES = {
     "webhook_rate": (200, 200, 50),  # issue 22's latency is at 200 events/s: quick too
     "webhook_seconds": (20.0, 5.0, 1.0),
     "webhook_pending": (10_000, 10_000, 200),
+    "recovery_customers": (1_000_000, 50_000, 300),
 }
 
 
@@ -163,6 +165,7 @@ async def run_all(scale: int, only: set[str] | None) -> list[Figure]:
             ("search", lambda s: search_cases.search_case(s, size["search_customers"])),
             ("webhooks", lambda s: webhook_cases.webhook_cases(s, size["webhook_events"], size["webhook_rate"],
                                                                size["webhook_seconds"], size["webhook_pending"])),
+            ("recovery", lambda s: recovery_cases.recovery_case(s, size["recovery_customers"], persistence)),
             ("checks", lambda s: contract_checks(events)),
             ("scale", lambda s: worker_cases.scale_out_cases(s, events, size["state_customers"], size["billing_customers"],
                                                       figures)),

@@ -1,3 +1,5 @@
 """Suspensions: suspend and reinstate customers of coworking operators over Kafka."""
 
-__version__ = "0.1.0"
+from models.version import SERVICE_VERSION as __version__
+
+__all__ = ["__version__"]

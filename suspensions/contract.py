@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from suspensions import __version__
+from models.version import SERVICE_VERSION
 from topics import ALL_TOPICS, TopicSpec
 from workers.registry import WORKERS
 
@@ -85,7 +85,10 @@ def asyncapi_document() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "suspensions",
-            "version": __version__,
+            # The service's version (pyproject.toml), as since 0.1.0; the contract's own versions are each
+            # topic's `version` (catalogue and schemas), and CHANGELOG.md says what each release changed.
+            "version": SERVICE_VERSION,
+            "x-service-version": SERVICE_VERSION,
             "description": "Suspends and reinstates customers of coworking operators; keeps suspended "
                            "customers from being invoiced. See docs/contract.md.",
         },

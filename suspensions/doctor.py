@@ -132,7 +132,7 @@ async def _group_check(admin: AIOKafkaAdminClient, settings: Settings) -> Check:
 async def _database_checks(settings: Settings) -> list[Check]:
     name = f"PostgreSQL {settings.database_location}"
     try:
-        conn = await asyncio.wait_for(asyncpg.connect(**settings.database_connect_args(), timeout=10), 12)
+        conn = await asyncio.wait_for(asyncpg.connect(**settings.database_connect_args()), 12)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         return [Check(name, False, describe(error),
                       "check SUSPENSIONS_DATABASE_URL (sslmode, sslrootcert, ...) and SUSPENSIONS_DATABASE_PASSWORD"),

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from models.moments import MomentError
+from models.version import SERVICE_VERSION
 from suspensions.api.capacity import register_capacity_handlers
 from suspensions.api.console import register_console
 from suspensions.api.edge import refuse_control_characters
@@ -32,6 +34,19 @@ from workers.runtime.retention import Pruner, api_rules
 
 API_ROUTERS = (customers.router, bulk.router, invoices.router, schedules.router, lag.router, summary.router,
                webhooks.router)
+
+
+def _say_service_version(app: FastAPI) -> None:
+    """The document's ``info.version`` stays the API's version ("1", its ``/api/v1`` paths), which changes
+    only with a breaking change; the service's release that serves it is ``info.x-service-version``."""
+    document = app.openapi
+
+    def with_service_version() -> dict[str, Any]:
+        schema = document()
+        schema["info"]["x-service-version"] = SERVICE_VERSION
+        return schema
+
+    app.openapi = with_service_version  # type: ignore[method-assign]
 
 
 def build_app(operations_factory: Callable[[], Awaitable[Operations]], metrics: Metrics,
@@ -54,6 +69,7 @@ def build_app(operations_factory: Callable[[], Awaitable[Operations]], metrics: 
                   redoc_url=None, lifespan=lifespan, dependencies=[Depends(refuse_control_characters)])
     app.state.metrics = metrics
     app.state.health = api_health or WorkerHealth("api")  # kept true by server.py's dependency checks
+    _say_service_version(app)
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -19,7 +19,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No token, or an unknown or revoked one"},
     403: {"description": "The token's role may not do this"},
     404: {"description": "No such customer here (another space's answers the same)"},
-    503: {"description": "Busy: no database connection came free in time; retry after `Retry-After` seconds"},
+    503: {"description": "Busy (no database connection came free in time) or unavailable (the database or the "
+                         "broker did not answer in time); retry after `Retry-After` seconds"},
 }
 
 

@@ -312,7 +312,10 @@ class Operations:
         # Checked after the input (whose errors say nothing of who exists) and before anything is sent.
         # Customers are never deleted nor moved between spaces, so the answer still holds at publishing.
         await self.customer(principal, space, customer)
-        await operators.publish(self.producer, [command])
+        # Bounded: a broker that does not answer makes a 503 (the command may still arrive: acting again is
+        # safe, a suspend or lift already in effect changes nothing).
+        async with asyncio.timeout(self.settings.api_dependency_timeout_s):
+            await operators.publish(self.producer, [command])
         if not wait:
             return Acted(command, None, None)
         outcome = (await operators.wait_for_outcomes_pooled(self.pool, [command.command_id], timeout_s)).get(

@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import asyncpg
 import typer
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +19,7 @@ from rich.table import Table
 from models import CustomerState
 from workers.runtime.broker_check import BrokerUnavailable
 from workers.runtime.config import Settings, SettingsError
+from workers.runtime.db.pool import TRANSIENT_DB_ERRORS, describe
 
 T = TypeVar("T")
 
@@ -43,11 +45,17 @@ def settings() -> Settings:
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; a broker that cannot be used is one line naming it and the cause, exit 2."""
+    """Run a command's coroutine; a broker that cannot be used is one line naming it and the cause, exit 2;
+    a dependency that failed or did not answer within its timeout midway is one line too, exit 1 (each
+    write of a command is one transaction or one publish: nothing is left half-done)."""
     try:
         return asyncio.run(main)
     except BrokerUnavailable as error:
         fail(str(error), 2)
+    except KafkaError as error:
+        fail(f"the broker did not answer in time or failed: {describe(error)}")
+    except TRANSIENT_DB_ERRORS as error:
+        fail(f"PostgreSQL did not answer in time or failed: {describe(error)}")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -63,7 +71,7 @@ def print_json(data: object) -> None:
 async def database(config: Settings) -> AsyncIterator[asyncpg.Connection]:
     """One connection for one command; an unreachable database is a one-line error, exit 1."""
     try:
-        conn = await asyncpg.connect(**config.database_connect_args(), timeout=10)
+        conn = await asyncpg.connect(**config.database_connect_args())
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         fail(f"cannot reach PostgreSQL at {config.database_location}: {error}")
     try:

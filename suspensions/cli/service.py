@@ -15,6 +15,7 @@ from rich.table import Table
 from models import utc_iso
 from models.moments import shown
 from suspensions.cli.common import JsonFlag, console, database, fail, print_json, run_async, settings
+from suspensions.cli.recovery import db_check, db_rebuild
 from suspensions.runner import API, RUNNABLE_NAMES
 from workers.runtime import retention
 from workers.runtime.collector import settle_collector
@@ -23,6 +24,8 @@ from workers.runtime.logs import configure_logging
 topics_app = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL schema, and what it keeps.", no_args_is_help=True)
 contract_app = typer.Typer(help="The published wire contract.", no_args_is_help=True)
+db_app.command("check")(db_check)
+db_app.command("rebuild")(db_rebuild)
 
 
 @topics_app.command("create")
@@ -97,7 +100,7 @@ def db_migrate() -> None:
     """Apply the pending schema migrations (safe to run again)."""
     from workers.runtime.db.migrate import migrate
 
-    applied = run_async(migrate(**settings().database_connect_args()))
+    applied = run_async(migrate(**settings().database_login_args()))
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none (up to date)'}")
 
 

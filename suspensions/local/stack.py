@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 async def database_reachable(settings: Settings) -> bool:
     try:
-        conn = await asyncpg.connect(**settings.database_connect_args(), timeout=2)
+        conn = await asyncpg.connect(**{**settings.database_connect_args(), "timeout": 2})
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
     await conn.close()
@@ -61,7 +61,7 @@ class LocalStack:
             overrides["database_url"] = self.postgres.url
             log.info("started a private PostgreSQL", extra={"url": self.postgres.url})
         settings = self.base.model_copy(update=overrides)
-        await migrate(**settings.database_connect_args())
+        await migrate(**settings.database_login_args())
         await create_topics(settings)
         self.settings = settings
         return settings

@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from models.version import SERVICE_VERSION
 from suspensions import access
 from suspensions.access import Role
 from suspensions.local.ports import free_port
@@ -74,7 +75,7 @@ async def test_signed_bodies_in_order_per_customer(hooks: Hooks) -> None:
         payload = verifier.verify(request.body, request.headers)  # raises unless the signature is right
         assert request.headers["webhook-id"] == payload["data"]["event_id"]
         assert request.headers["content-type"] == "application/json"
-        assert request.headers["user-agent"].startswith("suspensions-webhooks/")
+        assert request.headers["user-agent"] == f"suspensions-webhooks/{SERVICE_VERSION} suspensions/{SERVICE_VERSION}"
         assert payload["type"] == f"suspension.{payload['data']['type']}"
         assert payload["timestamp"] == payload["data"]["occurred_at"]
         # The record exactly as on the topic, byte for byte.

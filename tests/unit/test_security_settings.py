@@ -69,7 +69,7 @@ def test_a_password_in_the_database_url_is_redacted() -> None:
     settings = Settings(database_url=url)
     assert settings.database_location == "postgresql://app:***@db.internal:5432/suspensions?sslmode=verify-full"
     # Connecting still uses it: what the pools and connections are given is the URL as configured, password in.
-    assert settings.database_connect_args() == {"dsn": url}
+    assert settings.database_login_args() == {"dsn": url}
     for text in (repr(settings), str(settings)):
         assert "hunter2" not in text and "postgresql://app:***@db.internal:5432/suspensions" in text
 

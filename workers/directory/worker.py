@@ -19,11 +19,10 @@ from aiokafka.structs import ConsumerRecord
 from topics import CUSTOMER_PROFILE, CUSTOMER_SIGNUPS, DEADLETTER
 from workers.directory import rules, store
 from workers.runtime.context import WorkerContext
-from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
+from workers.runtime.dependency_retry import retry_dependency
 from workers.runtime.kafka import make_consumer
 from workers.runtime.publishing import publish_all
 from workers.runtime.retention import Pruner, directory_rules
-from workers.runtime.retry import retry
 from workers.runtime.supervise import run_beside
 
 log = logging.getLogger(__name__)
@@ -99,13 +98,4 @@ class DirectoryWorker:
             log.warning("offset commit failed", extra={"worker": self.context.name, "error": repr(error)})
 
     async def _retry(self, action: Callable[[], Awaitable[object]], dependency: str) -> None:
-        async def failed(error: BaseException, delay: float) -> None:
-            if isinstance(error, KafkaError):
-                self.context.health.kafka_ok = False
-            else:
-                self.context.health.database_ok = False
-            self.context.metrics.retries.labels(worker=self.context.name, dependency=dependency).inc()
-            log.warning("transient failure, retrying", extra={"worker": self.context.name, "dependency": dependency,
-                                                              "error": repr(error), "backoff_s": delay})
-
-        await retry(action, (KafkaError, *TRANSIENT_DB_ERRORS), self.context.settings.backoff, failed)
+        await retry_dependency(self.context, action, dependency)

@@ -28,9 +28,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from workers.runtime.context import WorkerContext
-from workers.runtime.db.pool import TRANSIENT_DB_ERRORS
 from workers.runtime.db.unit_of_work import BatchStore, UnitOfWork
 from workers.runtime.deadletters import poison_letter
+from workers.runtime.dependency_retry import retry_dependency
 from workers.runtime.kafka import make_consumer
 from workers.runtime.outbox import Outbox
 from workers.runtime.poison import isolate
@@ -71,6 +71,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's
 
 class BatchWorker:
     def __init__(self, context: WorkerContext, source_topic: str, handler: BatchHandler) -> None:
+        self.context = context
         self.name = context.name
         self.group_id = context.group
         self.settings = context.settings
@@ -295,17 +296,4 @@ class BatchWorker:
 
         Returns True when the first attempt succeeded.
         """
-        async def failed(error: BaseException, delay: float) -> None:
-            if isinstance(error, KafkaError):
-                self.health.kafka_ok = False
-            else:
-                self.health.database_ok = False
-                # Connections that lived through the failure are not trusted again.
-                await self.pool.expire_connections()
-            self.metrics.retries.labels(worker=self.name, dependency=dependency).inc()
-            log.warning("transient failure, retrying",
-                        extra={"worker": self.name, "dependency": dependency, "error": repr(error),
-                               "backoff_s": delay})
-
-        _, first_attempt = await retry(action, (KafkaError, *TRANSIENT_DB_ERRORS), self.settings.backoff, failed)
-        return first_attempt
+        return await retry_dependency(self.context, action, dependency)

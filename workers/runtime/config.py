@@ -184,6 +184,21 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(default=60.0, gt=0)  # how often each owner prunes
     retention_batch: int = Field(default=5_000, ge=1)  # rows per delete (one short transaction each)
 
+    # Timeouts for a PostgreSQL that hangs instead of failing (docs/operations.md "Hung dependencies").
+    # Server side, in every session of the workers, API and CLI (migrations excepted): the longest a
+    # statement may run, and may wait for a lock (a row or a partition's lock held by someone else); a
+    # transaction left idle this long (its client stopped) is ended and its locks released.
+    database_statement_timeout_s: float = Field(default=30.0, gt=0)
+    database_lock_timeout_s: float = Field(default=10.0, gt=0)
+    database_idle_in_transaction_timeout_s: float = Field(default=60.0, gt=0)
+    # Client side (asyncpg): connecting, and waiting for any answer, which covers a server that cannot
+    # enforce its own timeout (stopped, or a network that drops packets). Above the statement timeout.
+    database_connect_timeout_s: float = Field(default=10.0, gt=0)
+    database_command_timeout_s: float = Field(default=35.0, gt=0)
+    # The API's own bound on PostgreSQL and the broker per request: past it the request answers 503 with
+    # Retry-After instead of hanging (its sessions' statement timeout is this too).
+    api_dependency_timeout_s: float = Field(default=10.0, gt=0)
+
     # Retry of transient failures (PostgreSQL or broker unavailable).
     retry_initial_backoff_s: float = 0.2
     retry_max_backoff_s: float = 5.0
@@ -257,12 +272,32 @@ class Settings(BaseSettings):
                            sasl_plain_password=self.kafka_sasl_password.get_secret_value())
         return options
 
-    def database_connect_args(self) -> dict[str, Any]:
-        """``asyncpg.connect`` / ``create_pool`` arguments: the URL, and the password when set apart."""
+    def database_login_args(self) -> dict[str, Any]:
+        """Where and as whom to connect: the URL, and the password when set apart (``migrate`` takes these:
+        a migration is bounded by nothing but itself)."""
         args: dict[str, Any] = {"dsn": self.database_url}
         if self.database_password is not None:
             args["password"] = self.database_password.get_secret_value()
         return args
+
+    def database_connect_args(self, *, statement_timeout_s: float | None = None) -> dict[str, Any]:
+        """``asyncpg.connect`` / ``create_pool`` arguments: the login and every timeout (a shorter
+        ``statement_timeout_s`` than the workers', for the API's sessions)."""
+        if statement_timeout_s is None:
+            statement_s = self.database_statement_timeout_s
+            answer_s = max(self.database_command_timeout_s, statement_s + 1)
+        else:
+            statement_s, answer_s = statement_timeout_s, statement_timeout_s + 1
+        return {
+            **self.database_login_args(),
+            "timeout": self.database_connect_timeout_s,
+            "command_timeout": answer_s,
+            "server_settings": {
+                "statement_timeout": _ms(statement_s),
+                "lock_timeout": _ms(min(self.database_lock_timeout_s, statement_s)),
+                "idle_in_transaction_session_timeout": _ms(self.database_idle_in_transaction_timeout_s),
+            },
+        }
 
     @property
     def database_location(self) -> str:
@@ -300,6 +335,11 @@ class Settings(BaseSettings):
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
             "fetch_max_bytes": 16 * 1024 * 1024,
         }
+
+
+def _ms(seconds: float) -> str:
+    """A PostgreSQL duration setting, in milliseconds (at least 1: 0 would turn the timeout off)."""
+    return str(max(1, round(seconds * 1000)))
 
 
 def redact_url(url: str) -> str:

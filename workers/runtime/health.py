@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from models.version import SERVICE_VERSION
+
 
 @dataclass
 class WorkerHealth:
@@ -18,6 +20,10 @@ class WorkerHealth:
     # True once the group handed this member its share, even an empty one (more members than partitions).
     assignment_received: bool = False
     last_loop_at: float = field(default_factory=time.monotonic)
+    # What the worker's loops are retrying right now, and why (a dependency that failed or did not answer
+    # in time), by retry: set at a failure, removed once that retry succeeds. Not ready meanwhile, even
+    # while the process's own probes get answers (a row lock held elsewhere stalls only the worker).
+    stalls: dict[object, str] = field(default_factory=dict)
 
     def assigned(self, partitions: int) -> None:
         self.assigned_partitions = partitions
@@ -32,7 +38,7 @@ class WorkerHealth:
 
     @property
     def ready(self) -> bool:
-        return self.kafka_ok and self.database_ok and self.assignment_received
+        return self.kafka_ok and self.database_ok and self.assignment_received and not self.stalls
 
     def reasons_not_ready(self) -> list[str]:
         reasons = []
@@ -44,6 +50,7 @@ class WorkerHealth:
                            else "PostgreSQL unreachable")
         if not self.assignment_received:
             reasons.append("no partition assignment yet (joining or rebalancing)")
+        reasons.extend(sorted(set(self.stalls.values())))
         return reasons
 
 
@@ -52,10 +59,11 @@ Answer = tuple[int, dict[str, object]]
 
 
 def liveness(healths: list[WorkerHealth], now: float | None = None) -> Answer:
-    """/healthz: alive (200) while every loop turned in the last 30 s; 503 naming the stale ones."""
+    """/healthz: alive (200) while every loop turned in the last 30 s; 503 naming the stale ones. Either
+    way it says the service's version, so that a rolling upgrade shows which processes run which."""
     moment = time.monotonic() if now is None else now
     stale = [h.name for h in healths if moment - h.last_loop_at > LOOP_STALE_AFTER_S]
-    return (503 if stale else 200), {"alive": not stale, "stale_loops": stale}
+    return (503 if stale else 200), {"alive": not stale, "stale_loops": stale, "version": SERVICE_VERSION}
 
 
 def readiness(healths: list[WorkerHealth]) -> Answer:

@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from models.version import SERVICE_VERSION
 from topics import ALL_TOPICS, TopicSpec
 from workers.runtime.broker_check import BrokerCheck, BrokerUnavailable, check_broker
 from workers.runtime.config import Settings
@@ -20,17 +21,20 @@ from workers.runtime.retry import retry
 
 log = logging.getLogger(__name__)
 
+# What the broker's logs and request metrics name the service's clients by: which release, during a rolling upgrade.
+CLIENT_ID = f"suspensions-{SERVICE_VERSION}"
+
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
-    return AIOKafkaProducer(**{**settings.producer_options(), **overrides})
+    return AIOKafkaProducer(**{"client_id": CLIENT_ID, **settings.producer_options(), **overrides})
 
 
 def make_consumer(settings: Settings, group_id: str | None, *topics: str, **overrides: object) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(*topics, **{**settings.consumer_options(group_id), **overrides})
+    return AIOKafkaConsumer(*topics, **{"client_id": CLIENT_ID, **settings.consumer_options(group_id), **overrides})
 
 
 def make_admin(settings: Settings, **overrides: object) -> AIOKafkaAdminClient:
-    options: dict[str, object] = {**settings.kafka_security_options(),
+    options: dict[str, object] = {"client_id": CLIENT_ID, **settings.kafka_security_options(),
                                   "bootstrap_servers": settings.kafka_bootstrap_servers,
                                   "request_timeout_ms": settings.kafka_request_timeout_ms}
     return AIOKafkaAdminClient(**{**options, **overrides})

@@ -30,6 +30,13 @@ _I32 = struct.Struct(">i")
 FORMAT_PLAIN = 1  # rows written before migration 004: no headers beyond the record id
 FORMAT_HEADERS = 2  # hand-packed rows with headers, written before MessagePack
 FORMAT_MSGPACK = 3  # every row written now
+# Read by this release and, for a rolling upgrade or a rollback, by the previous and the next: a new format is
+# read from one release and written from the next (docs/operations.md, "Rolling upgrades").
+READABLE_FORMATS = (FORMAT_PLAIN, FORMAT_HEADERS, FORMAT_MSGPACK)
+
+
+class UnknownOutboxFormat(ValueError):
+    """A row of a format newer than this release reads: it must not be read as an older one."""
 
 
 def pack_records(records: Iterable[OutgoingRecord]) -> bytes:
@@ -42,7 +49,11 @@ def pack_records(records: Iterable[OutgoingRecord]) -> bytes:
 
 
 def unpack_records(packed: bytes, source_partition: int, packing: int = FORMAT_MSGPACK) -> list[OutgoingRecord]:
-    """The inverse of ``pack_records``; rows of the older formats too."""
+    """The inverse of ``pack_records``; rows of the older formats too. A row of an unknown format is refused
+    (0.1.0 read it as format 1, publishing garbage or failing on a length), never published."""
+    if packing not in READABLE_FORMATS:
+        raise UnknownOutboxFormat(f"outbox row format {packing} is newer than this release reads "
+                                  f"({', '.join(map(str, READABLE_FORMATS))}): run the release that wrote it")
     if packing != FORMAT_MSGPACK:
         return _unpack_hand_packed(packed, source_partition, packing)
     if not packed:

@@ -335,6 +335,9 @@ def faust_app(settings: Settings, group_id: str) -> LeanApp:
         broker_rebalance_timeout=seconds(options["rebalance_timeout_ms"]),
         broker_max_poll_interval=seconds(options["max_poll_interval_ms"]),
         broker_commit_interval=settings.kafka_commit_interval_ms / 1000,
+        # Every request bounded as the other workers' are (faust's producer default waits 20 minutes).
+        broker_request_timeout=seconds(options["request_timeout_ms"]),
+        producer_request_timeout=settings.kafka_request_timeout_ms / 1000,
         broker_max_poll_records=settings.batch_max_records,
         stream_buffer_maxsize=4 * settings.batch_max_records,
         consumer_auto_offset_reset=options["auto_offset_reset"],

@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from models.version import SERVICE_VERSION
 from workers.webhooks.guard import DestinationRefused, PublicOnlyResolver, check_host_literal
 from workers.webhooks.signing import signature_header
 
@@ -20,10 +20,9 @@ RESPONSE_KEPT_BYTES = 1024
 
 
 def user_agent() -> str:
-    try:
-        return f"suspensions-webhooks/{version('suspensions')}"
-    except PackageNotFoundError:
-        return "suspensions-webhooks"
+    """The product token receivers were told of (docs/webhooks.md), then the service's own: which release
+    sent a delivery, the same token as every other outgoing request of the service."""
+    return f"suspensions-webhooks/{SERVICE_VERSION} suspensions/{SERVICE_VERSION}"
 
 
 @dataclass(frozen=True)

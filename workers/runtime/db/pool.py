@@ -13,7 +13,7 @@ from workers.runtime.retry import retry
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.exceptions.PostgresConnectionError,
@@ -24,6 +24,12 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     # A connection left in a broken protocol state by an outage; the pool replaces it (see BatchWorker).
     asyncpg.exceptions.InternalClientError,
+    # A statement past the statement timeout, or a lock wait past the lock timeout: the database is hung
+    # or someone else holds the lock; the transaction is rolled back whole and tried again.
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.LockNotAvailableError,
+    # The server ended a transaction left idle too long (its client was stopped).
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
 )
 
 
@@ -35,15 +41,17 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 def describe(error: BaseException) -> str:
     """A database error in one line, without the URL (which may carry a password)."""
+    if isinstance(error, TimeoutError) and not str(error):
+        return "TimeoutError: no answer within the timeout"  # asyncpg's command timeout says nothing more
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 async def connect_pool(settings: Settings, stop: asyncio.Event | None = None,
                        on_unavailable: Callable[[str], None] | None = None,
-                       max_size: int | None = None) -> asyncpg.Pool:
+                       max_size: int | None = None, statement_timeout_s: float | None = None) -> asyncpg.Pool:
     """The pool of a process (``max_size`` connections; a worker's by default), waiting for PostgreSQL with
     backoff at start-up; each failed attempt is logged once with its cause (and passed to
-    ``on_unavailable``)."""
+    ``on_unavailable``). Every statement is bounded (``Settings.database_connect_args``)."""
     def unavailable(error: BaseException, delay: float) -> None:
         log.warning("PostgreSQL unreachable, retrying",
                     extra={"database": settings.database_location, "cause": describe(error), "backoff_s": delay})
@@ -51,8 +59,8 @@ async def connect_pool(settings: Settings, stop: asyncio.Event | None = None,
             on_unavailable(describe(error))
 
     pool, _ = await retry(
-        lambda: asyncpg.create_pool(**settings.database_connect_args(), min_size=1,
-                                    max_size=max_size or 2 * settings.batch_max_in_flight + 2, timeout=10,
+        lambda: asyncpg.create_pool(**settings.database_connect_args(statement_timeout_s=statement_timeout_s),
+                                    min_size=1, max_size=max_size or 2 * settings.batch_max_in_flight + 2,
                                     reset=_keep_session),
         (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError), settings.backoff, unavailable, stop)
     return pool
