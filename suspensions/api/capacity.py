@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from workers.runtime.config import Settings
-from workers.runtime.db.pool import TRANSIENT_DB_ERRORS, connect_pool, describe
+from workers.runtime.db.pool import DATABASE_UNAVAILABLE, connect_pool, describe
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _refusal(request: Request, status: int, message: str, retry_after_s: float) 
 
 # A dependency that did not answer in time or is not there: the client's retry may succeed. (PoolBusy, a
 # TimeoutError too, has its own answer.)
-DEPENDENCY_UNAVAILABLE: tuple[type[Exception], ...] = (*TRANSIENT_DB_ERRORS, KafkaError)
+DEPENDENCY_UNAVAILABLE: tuple[type[Exception], ...] = (*DATABASE_UNAVAILABLE, KafkaError)
 DEPENDENCY_RETRY_AFTER_S = 5
 
 

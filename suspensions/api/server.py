@@ -50,7 +50,7 @@ async def _report_health(app: FastAPI, settings: Settings, health: WorkerHealth,
         else:
             broker = await check_broker(settings, timeout_s=3)
             health.kafka_ok, health.kafka_cause = broker.ok, None if broker.ok else str(broker)
-            health.database_ok = await database_answers(ops.pool)
+            health.database_ok = await database_answers(ops.pool.pool)
             health.database_cause = None if health.database_ok else "no answer to SELECT 1"
             health.assigned(0)  # no partitions of its own: ready once its dependencies answer
         with contextlib.suppress(asyncio.TimeoutError):

@@ -19,7 +19,7 @@ from rich.table import Table
 from models import CustomerState
 from workers.runtime.broker_check import BrokerUnavailable
 from workers.runtime.config import Settings, SettingsError
-from workers.runtime.db.pool import TRANSIENT_DB_ERRORS, describe
+from workers.runtime.db.pool import DATABASE_UNAVAILABLE, describe
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         fail(str(error), 2)
     except KafkaError as error:
         fail(f"the broker did not answer in time or failed: {describe(error)}")
-    except TRANSIENT_DB_ERRORS as error:
+    except DATABASE_UNAVAILABLE as error:
         fail(f"PostgreSQL did not answer in time or failed: {describe(error)}")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from models import SuspensionCommand, decode
 from topics import SUSPENSION_EVENTS, SUSPENSION_STATE
 from workers.runtime.db.repository import HistoryRow
 from workers.runtime.publishing import OutgoingRecord
@@ -79,6 +80,7 @@ class TopicState:
     version: int
     value: bytes
     schedules: int
+    last_command_id: str | None = None  # the command of its last change (where the group resumes, in a scan)
 
 
 def parse_state(key: bytes | None, value: bytes | None) -> TopicState | None:
@@ -100,7 +102,9 @@ def parse_state(key: bytes | None, value: bytes | None) -> TopicState | None:
     if not isinstance(fields.get("space_id"), str) or (key is not None and key != customer_id.encode()):
         return None
     scheduled = fields.get("scheduled") or []
-    return TopicState(customer_id, version, value, len(scheduled) if isinstance(scheduled, list) else 0)
+    last_command_id = fields.get("last_command_id")
+    return TopicState(customer_id, version, value, len(scheduled) if isinstance(scheduled, list) else 0,
+                      last_command_id if isinstance(last_command_id, str) else None)
 
 
 def latest_states(states: Iterable[TopicState]) -> list[TopicState]:
@@ -292,15 +296,15 @@ def outbox_customers(records: Iterable[OutgoingRecord]) -> set[str]:
 
 
 def parse_command_id(value: bytes | None) -> str | None:
-    """The ``command_id`` of a `suspension.commands` record, or None for one that has none."""
+    """The id of a `suspension.commands` record as the state worker reads it (its value, decoded as the
+    contract's command), or None for a record it dead-letters without recording an id: a corrected copy
+    re-sent under the same id is then applied, after a rebuild as before the loss."""
     if value is None:
         return None
     try:
-        fields = orjson.loads(value)
-    except orjson.JSONDecodeError:
+        return decode(SuspensionCommand, value).command_id
+    except ValueError:  # pydantic's ValidationError, or JSON that is not a command
         return None
-    command_id = fields.get("command_id") if isinstance(fields, dict) else None
-    return command_id if isinstance(command_id, str) and command_id else None
 
 
 def resume_offset(committed: int | None, log_start: int, last_change: int | None) -> int:

@@ -11,19 +11,20 @@ Rebuild, in order (each step safe to repeat; a rebuild cut short is finished by 
 3. `suspension.events`, whole: the missing history rows and processed ids of every change;
 4. the state worker's outbox rows already published (a restored backup's) are deleted or trimmed
    (``plan.outbox_decision``);
-5. `suspension.commands`, whole: where the last change of each partition was read, the state worker's
-   group committed just after it (``plan.resume_offset``), and the ids of the commands before that point
+5. `suspension.commands`, whole: where the last change of each partition was read (a command whose event
+   restored its processed id as changed, or the last command of a state on `suspension.state`), the state
+   worker's group committed just after it (``plan.resume_offset``), and the ids of the commands before that point
    recorded as processed (no-ops make no event; a copy of one re-sent later must still have no effect).
 
 Memory holds one batch of records at a time: the topic's versions (check) and the scan's bookkeeping
-(rebuild) live in session tables of PostgreSQL. Only the outbox's customers' topic versions are kept in
-memory, and a restored outbox is what a few batches left.
+(rebuild) live in session tables of PostgreSQL. The outbox's customers' topic versions and the check's
+differences are kept in memory (a restored outbox is what a few batches left).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -41,8 +42,12 @@ from workers.runtime import retention
 from workers.runtime.broker_check import BrokerUnavailable
 from workers.runtime.config import Settings
 from workers.runtime.db import rebuild as sql
+from workers.runtime.db.pool import describe
 from workers.runtime.kafka import make_admin, make_consumer, start_client
 
+# The longest one statement of a check or rebuild may run: each is one batch, but the check's comparison
+# reads every customer at once.
+RECOVERY_STATEMENT_TIMEOUT_S = 600.0
 REQUIRED_TABLES = ("customer_state", "command_history", "processed_commands", "schedules", "outbox")
 
 
@@ -56,11 +61,11 @@ class Refused(Exception):
 
 @asynccontextmanager
 async def connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """One session with no statement timeout (a check compares every customer in one query); an
-    unreachable database or a schema not migrated is ``Unreachable``."""
+    """One session, its statements bounded by ``RECOVERY_STATEMENT_TIMEOUT_S`` (a check compares every
+    customer in one query; the workers' 30 s is too short for that, nothing at all would let a hung server
+    hang the command); an unreachable database or a schema not migrated is ``Unreachable``."""
     try:
-        conn = await asyncpg.connect(**settings.database_login_args(), timeout=settings.database_connect_timeout_s,
-                                     server_settings={"statement_timeout": "0"})
+        conn = await asyncpg.connect(**settings.database_connect_args(statement_timeout_s=RECOVERY_STATEMENT_TIMEOUT_S))
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         raise Unreachable(f"cannot reach PostgreSQL at {settings.database_location}: "
                           f"{type(error).__name__}: {error}") from None
@@ -71,9 +76,10 @@ async def connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
                               "run `suspensions db migrate` first")
         try:
             yield conn
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as error:
-            raise Unreachable(f"lost PostgreSQL at {settings.database_location}: "
-                              f"{type(error).__name__}: {error}") from None
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                asyncpg.QueryCanceledError) as error:
+            raise Unreachable(f"lost PostgreSQL at {settings.database_location} (or it did not answer in time): "
+                              f"{describe(error)}") from None
     finally:
         if not conn.is_closed():
             await conn.close()
@@ -86,7 +92,7 @@ async def kafka(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
             yield consumer
     except BrokerUnavailable as error:
         raise Unreachable(str(error)) from None
-    except (KafkaError, LookupError) as error:
+    except (KafkaError, LookupError, TimeoutError) as error:  # TimeoutError: read_whole heard nothing
         raise Unreachable(f"broker {settings.kafka_bootstrap_servers}: {type(error).__name__}: {error}") from None
 
 
@@ -180,6 +186,7 @@ async def rebuild(settings: Settings, *, force: bool = False, progress: Progress
         topic_versions: dict[str, int] = {}  # of the customers the old outbox names, as the topic has them
         command_partitions = len(await partitions_of(consumer, SUSPENSION_COMMANDS.name))
 
+        await sql.create_scan_tables(conn)
         say("reading suspension.state")
         step = time.perf_counter()
         async for batch in read_whole(consumer, SUSPENSION_STATE.name):
@@ -192,6 +199,7 @@ async def rebuild(settings: Settings, *, force: bool = False, progress: Progress
                     topic_versions[state.customer_id] = max(state.version, topic_versions.get(state.customer_id, 0))
             partitions = {state.customer_id: command_partition(state.customer_id, command_partitions)
                           for state in states if state.schedules}
+            await sql.remember_state_commands(conn, [s.last_command_id for s in states if s.last_command_id])
             inserted, updated = await sql.upsert_states(conn, [state.value for state in states], partitions)
             report.states_inserted += inserted
             report.states_updated += updated
@@ -255,12 +263,11 @@ async def resume_group(settings: Settings, conn: asyncpg.Connection, consumer: A
     committed = {tp.partition: (meta.offset if meta.offset >= 0 else None) for tp, meta in offsets.items()}
     log_start = {tp.partition: offset for tp, offset in (await consumer.beginning_offsets(partitions)).items()}
 
-    await sql.create_scan_tables(conn)
     last_change: dict[int, int] = {}
     async for batch in read_whole(consumer, SUSPENSION_COMMANDS.name):
         report.commands_read += len(batch)
         read = [(record, command_id) for record in batch
-                if (command_id := command_id_of(record.headers, record.value)) is not None]
+                if (command_id := plan.parse_command_id(record.value)) is not None]
         first = await sql.first_changes_among(
             conn, [command_id for _, command_id in read], [record.partition for record, _ in read],
             [record.offset for record, _ in read],
@@ -279,6 +286,9 @@ async def resume_group(settings: Settings, conn: asyncpg.Connection, consumer: A
     if not commit or not moves:
         report.offsets_committed = not moves
         return
+    if await active_members(settings, group):
+        raise Refused(f"a state worker joined {group} during the rebuild: the database is rebuilt, the group's "
+                      "offsets are not moved; stop every state worker and run the rebuild again")
     committer = make_consumer(settings, group)
     await start_client(committer, settings)
     try:
@@ -287,11 +297,3 @@ async def resume_group(settings: Settings, conn: asyncpg.Connection, consumer: A
     finally:
         await committer.stop()
     report.offsets_committed = True
-
-
-def command_id_of(headers: Sequence[tuple[str, bytes]] | None, value: bytes | None) -> str | None:
-    """The command's id: its ``command_id`` header, else its JSON (a producer that sets no header)."""
-    for name, header in headers or ():
-        if name == "command_id" and header:
-            return bytes(header).decode(errors="replace")
-    return plan.parse_command_id(value)

@@ -65,14 +65,16 @@ async def read_whole(consumer: AIOKafkaConsumer, topic: str,
             if tp in done:
                 continue
             highwater = consumer.highwater(tp)
-            if highwater is not None:
-                ends.setdefault(tp, highwater)
+            if highwater is not None and tp not in ends:
+                ends[tp] = highwater
                 heard = time.monotonic()
             end = ends.get(tp)
             out.extend(record for record in batches.get(tp, ()) if end is None or record.offset < end)
             if end is not None and await consumer.position(tp) >= end:
                 done.add(tp)
                 consumer.pause(tp)
+        if out or any(batches.values()):
+            heard = time.monotonic()  # records came: the broker answers (highwater() is only the last one cached)
         if out:
             yield out
         elif time.monotonic() - heard > SILENCE_TIMEOUT_S:

@@ -234,20 +234,21 @@ async def test_an_empty_database_is_rebuilt_with_its_schedules(isolated: Setting
     state worker is in the group."""
     local, space = isolated, uid("space")
     people = customers(30)
-    soon = _moment(timedelta(seconds=45))
-    commands = [builders.command(c, space, reason="plan") for c in people]
-    commands += [builders.command(c, space, action="lift") for c in people[:10]]
-    commands += [builders.command(c, space, reason="manual", until=_moment(timedelta(days=2))) for c in people[10:15]]
-    later = [builders.command(c, space, action="suspend", reason="manual", at=_moment(timedelta(days=3)),
-                              command_id=uid("sched")) for c in people[15:20]]
-    commands += later
-    commands += [builders.command(people[15], space, action="cancel_schedule", schedule_id=later[0]["command_id"])]
-    commands += [builders.command(people[0], space, action="lift", at=soon, missed_invoices="waive")]  # lifted
-    firing = builders.command(people[1], space, action="suspend", reason="manual", at=soon)  # fires after
-    commands += [firing]
     worker = WorkerProcess(local, ("state",), log_path=tmp_path / "workers.log").start()
     try:
         await worker.wait_ready()
+        # Due a minute after the worker is ready: not fired before this worker stops, fired after the rebuild.
+        soon = _moment(timedelta(seconds=60))
+        commands = [builders.command(c, space, reason="plan") for c in people]
+        commands += [builders.command(c, space, action="lift") for c in people[:10]]
+        commands += [builders.command(c, space, reason="manual", until=_moment(timedelta(days=2))) for c in people[10:15]]
+        later = [builders.command(c, space, action="suspend", reason="manual", at=_moment(timedelta(days=3)),
+                                  command_id=uid("sched")) for c in people[15:20]]
+        commands += later
+        commands += [builders.command(people[15], space, action="cancel_schedule", schedule_id=later[0]["command_id"])]
+        commands += [builders.command(people[0], space, action="lift", at=soon, missed_invoices="waive")]  # lifted
+        firing = builders.command(people[1], space, action="suspend", reason="manual", at=soon)  # fires after
+        commands += [firing]
         await produce(local, SUSPENSION_COMMANDS.name, commands)
         await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", len(commands), 60,
                              "every command applied")

@@ -10,6 +10,7 @@ import pytest
 from models import event_id_for
 from suspensions.recovery import plan
 from suspensions.recovery.plan import Fate, Kind
+from tests.integration import builders
 from workers.runtime.publishing import OutgoingRecord
 
 
@@ -156,7 +157,10 @@ def test_the_group_resumes_after_the_last_change(committed: int | None, log_star
 
 
 def test_a_command_id_from_its_value() -> None:
-    assert plan.parse_command_id(b'{"command_id": "c-1"}') == "c-1"
-    assert plan.parse_command_id(b'{"command_id": ""}') is None
+    command = builders.command("c-9", "s-1", command_id="c-1")
+    assert plan.parse_command_id(orjson.dumps(command)) == "c-1"
+    # What the state worker dead-letters without recording its id has none here either.
+    assert plan.parse_command_id(b'{"command_id": "c-1"}') is None
+    assert plan.parse_command_id(orjson.dumps({**command, "action": "explode"})) is None
     assert plan.parse_command_id(b"nope") is None
     assert plan.parse_command_id(None) is None

@@ -39,6 +39,12 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     transaction is still rolled back by the pool."""
 
 
+# The same, for code that must not take any OSError for the database's (a file, a socket of its own): a
+# connection refused or reset still counts.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    *(error for error in TRANSIENT_DB_ERRORS if error is not OSError), ConnectionError)
+
+
 def describe(error: BaseException) -> str:
     """A database error in one line, without the URL (which may carry a password)."""
     if isinstance(error, TimeoutError) and not str(error):
@@ -66,10 +72,18 @@ async def connect_pool(settings: Settings, stop: asyncio.Event | None = None,
     return pool
 
 
-async def database_answers(pool: asyncpg.Pool) -> bool:
+async def database_answers(pool: asyncpg.Pool, timeout_s: float = 2.0) -> bool:
+    """Whether PostgreSQL answers ``SELECT 1`` within the timeout. A connection that got no answer is
+    dropped at once: given back as it is, the pool would wait up to the command timeout for its cancel."""
     try:
-        async with pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1", timeout=2)
-        return True
+        conn = await pool.acquire(timeout=timeout_s)
     except Exception:  # noqa: BLE001 - any failure means not reachable
         return False
+    try:
+        await conn.fetchval("SELECT 1", timeout=timeout_s)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means not reachable
+        conn.terminate()
+        return False
+    finally:
+        await pool.release(conn)

@@ -177,7 +177,17 @@ async def create_scan_tables(conn: asyncpg.Connection) -> None:
     await conn.execute("CREATE TEMP TABLE IF NOT EXISTS scanned_commands "
                        "(command_id text NOT NULL, partition integer NOT NULL, \"offset\" bigint NOT NULL, "
                        "at timestamptz NOT NULL)")
-    await conn.execute("TRUNCATE seen_changes, scanned_commands")
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS state_commands (command_id text PRIMARY KEY)")
+    await conn.execute("TRUNCATE seen_changes, scanned_commands, state_commands")
+
+
+async def remember_state_commands(conn: asyncpg.Connection, command_ids: Sequence[str]) -> None:
+    """The commands of the states' last changes, as the compacted topic holds them: each changed a state even
+    where its event is gone (events off, or the events topic kept less long) or its processed id was never
+    restored, so the scan of the commands counts it as a change (the last of a partition is the greatest
+    offset among them)."""
+    await conn.execute("INSERT INTO state_commands SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                       list(command_ids))
 
 
 async def first_changes_among(conn: asyncpg.Connection, command_ids: Sequence[str], partitions: Sequence[int],
@@ -187,8 +197,9 @@ async def first_changes_among(conn: asyncpg.Connection, command_ids: Sequence[st
     await conn.execute("INSERT INTO scanned_commands SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], "
                        "$4::timestamptz[])", list(command_ids), list(partitions), list(offsets), list(moments))
     rows = await conn.fetch(
-        "WITH changed AS (SELECT DISTINCT p.command_id FROM processed_commands p "
-        "                 WHERE p.command_id = ANY($1::text[]) AND p.outcome = 'changed') "
+        "WITH changed AS (SELECT p.command_id FROM processed_commands p "
+        "                 WHERE p.command_id = ANY($1::text[]) AND p.outcome = 'changed' "
+        "                 UNION SELECT s.command_id FROM state_commands s WHERE s.command_id = ANY($1::text[])) "
         "INSERT INTO seen_changes SELECT command_id FROM changed ON CONFLICT DO NOTHING RETURNING command_id",
         list(dict.fromkeys(command_ids)))
     return {row["command_id"] for row in rows}
@@ -204,7 +215,7 @@ async def insert_applied_ids(conn: asyncpg.Connection, resume_at: dict[int, int]
         """
         WITH added AS (
             INSERT INTO processed_commands (command_id, outcome, processed_at)
-            SELECT DISTINCT ON (s.command_id) s.command_id, 'noop', s.at
+            SELECT DISTINCT ON (s.command_id) s.command_id, 'noop', LEAST(s.at, now())
             FROM scanned_commands s JOIN unnest($1::int[], $2::bigint[]) AS r(partition, resume_at)
               ON r.partition = s.partition AND s."offset" < r.resume_at
             WHERE NOT EXISTS (SELECT 1 FROM processed_commands p WHERE p.command_id = s.command_id)

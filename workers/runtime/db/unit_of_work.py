@@ -68,14 +68,14 @@ class UnitOfWork:
             self._transaction = transaction
             # Two owners of a partition at once (one lost it without knowing yet) take turns here.
             await lock_source_partitions(self._conn, self._source_topic, self._partitions)
-        except BaseException:
-            await self._release()
+        except BaseException as error:
+            await self._release(error)
             raise
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         traceback: TracebackType | None) -> None:
-        await self._release()
+        await self._release(error)
 
     async def commit(self, records: Sequence[OutgoingRecord], published_ids: Sequence[int]) -> list[int]:
         """Store the records to publish (and delete the rows already published), then commit: all of it or,
@@ -93,13 +93,17 @@ class UnitOfWork:
             raise RuntimeError("the unit of work is not entered")
         return self._conn
 
-    async def _release(self) -> None:
+    async def _release(self, error: BaseException | None = None) -> None:
         """Roll back what was not committed, and give the connection back."""
         conn, transaction, self._conn, self._transaction = self._conn, self._transaction, None, None
         if conn is None:
             return
+        if isinstance(error, TimeoutError):
+            # No answer in time (a hung server): the connection is dropped, which ends the transaction on the
+            # server; rolling back or handing it back would wait again, up to the command timeout each.
+            conn.terminate()
         try:
-            if transaction is not None:
+            if transaction is not None and not conn.is_closed():
                 await transaction.rollback()
         finally:
             await self._pool.release(conn)
