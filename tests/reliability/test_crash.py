@@ -75,8 +75,17 @@ async def freeze_holding_outbox_rows(db_url: str, worker: WorkerProcess, source_
     """
     conn = await asyncpg.connect(db_url)
     try:
+        async def settled() -> bool:
+            """No statement of the stopped worker still running: one sent before the stop (a delete of
+            published rows, a commit) would otherwise change the count after it is taken."""
+            return not await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state = 'active' "
+                "AND wait_event IS DISTINCT FROM 'ClientWrite'")  # done, its answer waiting for the client
+
         async def stopped_with_rows() -> bool:
             os.kill(worker.running.pid, signal.SIGSTOP)
+            await wait_until(settled, 10, "the stopped worker's statements to finish")
             if await conn.fetchval("SELECT count(*) FROM outbox WHERE source_topic = $1", source_topic):
                 return True
             os.kill(worker.running.pid, signal.SIGCONT)
