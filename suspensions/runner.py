@@ -148,14 +148,16 @@ def process_count(processes: str) -> int:
     return count
 
 
-async def run_processes(settings: Settings, names: Sequence[str], processes: int, stop: asyncio.Event) -> int:
+async def run_processes(settings: Settings, names: Sequence[str], processes: int, stop: asyncio.Event,
+                        parent_pid: int | None = None) -> int:
     """Run the named workers in ``processes`` processes: this one and ``processes - 1`` more started as
     ``suspensions run NAMES --processes 1``. Each worker's processes are members of its one consumer group, so
     they split its partitions (each partition still has one owner at a time, and its lock makes two take
     turns). The API runs in this process only (one port); another process's ``/metrics`` and ``/readyz`` are
     on ``SUSPENSIONS_HTTP_PORT`` + its number (none when the port is 0). Stopping this process stops the
     others, each finishing its batches; one that ends by itself stops them all, so that whatever supervises
-    this process sees it end and restarts it whole. Returns the exit code: 0, or 1 when a process failed."""
+    this process sees it end and restarts it whole; and one whose first process is gone (killed) stops too
+    (``parent_pid``), so none outlives it. Returns the exit code: 0, or 1 when a process failed."""
     others = [name for name in names if name != API]
     children: list[asyncio.subprocess.Process] = []
     failed = False
@@ -164,7 +166,8 @@ async def run_processes(settings: Settings, names: Sequence[str], processes: int
             env = {**os.environ,
                    "SUSPENSIONS_HTTP_PORT": str(settings.http_port + number if settings.http_port else 0)}
             children.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "suspensions", "run", *others, "--processes", "1", env=env))
+                sys.executable, "-m", "suspensions", "run", *others, "--processes", "1",
+                "--parent-pid", str(os.getpid()), env=env))
         log.info("worker processes started", extra={"processes": processes, "workers": others})
 
     async def watch(child: asyncio.subprocess.Process) -> None:
@@ -176,7 +179,18 @@ async def run_processes(settings: Settings, names: Sequence[str], processes: int
                       extra={"pid": child.pid, "exit_code": code})
             stop.set()
 
+    async def follow(parent: int) -> None:
+        while not stop.is_set():
+            if os.getppid() != parent:
+                log.warning("the first worker process is gone: stopping", extra={"parent_pid": parent})
+                stop.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
     watchers = [asyncio.create_task(watch(child)) for child in children]
+    if parent_pid is not None:
+        watchers.append(asyncio.create_task(follow(parent_pid)))
     try:
         await run_workers(settings, names, stop)
     except Exception:

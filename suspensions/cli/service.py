@@ -107,6 +107,8 @@ def run(
     processes: Annotated[str, typer.Option(
         "--processes", help="Processes per worker: a number, or auto for the machine's cores (default 1: README, "
                             "'Processes per worker').")] = "1",
+    parent_pid: Annotated[int | None, typer.Option("--parent-pid", hidden=True,
+                                                   help="Set by the first process for the ones it starts.")] = None,
 ) -> None:
     """Run the named workers (and the operator API) until SIGINT/SIGTERM, then stop cleanly."""
     from suspensions.runner import install_signal_handlers, process_count, run_processes
@@ -125,7 +127,7 @@ def run(
     async def main() -> int:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        return await run_processes(config, names, count, stop)
+        return await run_processes(config, names, count, stop, parent_pid)
 
     settle_collector(serves_requests=API in names)
     code = run_async(main())

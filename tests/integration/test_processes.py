@@ -40,3 +40,21 @@ async def test_two_processes_split_the_partitions_and_stop_together(isolated: Se
         code = worker.stop()
     assert code == 0
     assert await asyncio.to_thread(partitions_held, ports[1], "state") is None  # the second process stopped too
+
+
+async def test_the_other_processes_stop_when_the_first_is_killed(isolated: Settings, tmp_path: Path) -> None:
+    worker = WorkerProcess(isolated, ("state", "--processes", "2"), log_path=tmp_path / "state.log").start()
+    second = worker.http_port + 1
+    try:
+        async def answers() -> bool:
+            return await asyncio.to_thread(partitions_held, second, "state") is not None
+
+        await wait_until(answers, 90, "the second process to serve /readyz")
+        worker.kill()  # SIGKILL: the first process cannot stop the others itself
+
+        async def gone() -> bool:
+            return await asyncio.to_thread(partitions_held, second, "state") is None
+
+        await wait_until(gone, 60, "the second process to stop after the first was killed")
+    finally:
+        worker.stop()
