@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import tempfile
 import time
 import urllib.request
@@ -61,11 +62,16 @@ BENCH_GROUP_TIMEOUTS = {"SUSPENSIONS_KAFKA_SESSION_TIMEOUT_MS": "6000", "SUSPENS
 
 
 def bench_worker(settings: Settings, *workers: str, **env: str) -> WorkerProcess:
-    """A worker process as production runs it, quiet, its log in a temporary file."""
+    """A worker process as production runs it, quiet, its log in a temporary file. With ``BENCH_WORKER_TREE``
+    set (a checkout of another commit), every worker the bench starts runs that tree's code, while the load
+    and the measuring stay this tree's: a whole case, old against new (``bench/against_tree.py`` alternates one
+    worker's throughput)."""
     log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
     log.close()
+    tree = os.environ.get("BENCH_WORKER_TREE")
+    other_tree = {"PYTHONPATH": tree, "PYTHONSAFEPATH": "1"} if tree else {}
     return WorkerProcess(settings, workers, {"SUSPENSIONS_LOG_LEVEL": "WARNING", "SUSPENSIONS_LAG_SAMPLE_INTERVAL_S": "0",
-                                              **BENCH_GROUP_TIMEOUTS, **env}, Path(log.name)).start()
+                                              **BENCH_GROUP_TIMEOUTS, **other_tree, **env}, Path(log.name)).start()
 
 
 async def skip_backlog(settings: Settings, group: str, topic: str) -> bool:
