@@ -95,14 +95,17 @@ async def end_to_end(settings: Settings, size: dict[str, Any], own_broker: bool)
             figures.append(relay)
         except RuntimeError as error:  # the baseline itself did not keep up: the cases still run, unrated
             figures.append(behind(f"raw two-hop relay at {rate}/s (baseline)", seconds, error))
-        kinds = (True, False) if rate == 1_000 else (True,)
-        for keep_suspended in kinds:
+        # Admitted at the lowest rate; from 2,000/s also with the state worker in two processes (README,
+        # "Processes per worker").
+        kinds = [(True, 1), (False, 1)] if rate == 1_000 else [(True, 1), (True, 2)]
+        for keep_suspended, processes in kinds:
             kind = "suspended" if keep_suspended else "admitted"
             try:
                 async with plumbing.empty_broker(settings, own_broker) as case_settings:
-                    figures.append(await latency.end_to_end_case(case_settings, rate, seconds, keep_suspended, floor))
+                    figures.append(await latency.end_to_end_case(case_settings, rate, seconds, keep_suspended, floor,
+                                                                 processes))
             except RuntimeError as error:  # the pipeline did not keep up: a result, not a crash of the suite
-                figures.append(behind(f"end to end at {rate}/s (signup to decision: {kind})", seconds, error))
+                figures.append(behind(latency.end_to_end_name(rate, kind, processes), seconds, error))
     return figures
 
 

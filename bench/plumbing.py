@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -126,14 +127,22 @@ async def seed_states(settings: Settings, rows: list[tuple[str, str, bool, list[
         await conn.close()
 
 
-async def holds_all(worker: WorkerProcess, name: str, partitions: int, timeout_s: float = 120.0) -> None:
+async def holds_all(worker: WorkerProcess, name: str, partitions: int, timeout_s: float = 120.0,
+                    processes: int = 1) -> None:
+    """Wait until the worker's processes (``--processes``: the others serve on the HTTP port plus their
+    number) hold all of its group's partitions between them."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/readyz", timeout=2) as response:
-                held = json.loads(response.read())["workers"][name]["partitions"]
-        except OSError:
-            held = 0
+        held = 0
+        for number in range(processes):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port + number}/readyz",
+                                            timeout=2) as response:
+                    held += json.loads(response.read())["workers"][name]["partitions"]
+            except urllib.error.HTTPError as error:  # not ready yet (a process with no partition): same body
+                held += json.loads(error.read())["workers"][name]["partitions"]
+            except OSError:
+                pass
         if held >= partitions:
             return
         if time.monotonic() > deadline:
