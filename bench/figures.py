@@ -15,6 +15,7 @@ class Figure:
     baseline_records_per_s: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    p99_last_third_ms: float | None = None  # a latency case: the p99 of the last third of its run (a growing tail)
     peak_rss_mb: float | None = None
     seconds: float | None = None
     target: str = ""

@@ -36,8 +36,8 @@ class Latencies:
         if floor is not None:
             floor_p50, floor_p99 = percentiles(floor.latencies)
             figure.baseline = "raw two-hop relay, same rate"
-            figure.target = "p50 <= 1.2x, p99 <= 1.5x of the relay"
-            figure.met = p50 <= 1.2 * floor_p50 and p99 <= 1.5 * floor_p99
+            figure.target = "p50 <= 1.5x, p99 <= 2x of the relay"  # issue 24's
+            figure.met = p50 <= 1.5 * floor_p50 and p99 <= 2 * floor_p99
             figure.notes.append(f"relay p50 {floor_p50:.0f} ms, p99 {floor_p99:.0f} ms: ratios "
                                 f"{p50 / floor_p50:.2f} / {p99 / floor_p99:.2f}")
         figure.notes.append(f"steady {rate} records/s for {seconds:.0f} s, after {self.warm_up_s:.1f} s of warm-up "
@@ -48,7 +48,21 @@ class Latencies:
             thirds[min(2, int(3 * (sent_at - first) / seconds))].append(latency)
         figure.notes.append("p99 by third of the run: " + " / ".join(
             f"{percentiles(part)[1]:.0f} ms" for part in thirds if part))
+        if thirds[2]:
+            figure.p99_last_third_ms = percentiles(thirds[2])[1]
+            if floor is not None and floor.latencies:
+                floor_last = floor.last_third()
+                if floor_last:
+                    figure.notes.append(f"relay p99 of the last third {percentiles(floor_last)[1]:.0f} ms")
         return figure
+
+    def last_third(self) -> list[float]:
+        """Latencies of the records sent in the last third of the run."""
+        if not self.sent_times:
+            return []
+        first, last = min(self.sent_times), max(self.sent_times)
+        cut = first + 2 * (last - first) / 3
+        return [latency for sent_at, latency in zip(self.sent_times, self.latencies, strict=True) if sent_at >= cut]
 
 
 async def offered_latencies(settings: Settings, send_topic: str, receive_topic: str, rate: int, seconds: float,
@@ -152,21 +166,29 @@ async def relay_case(settings: Settings, rate: int, seconds: float) -> tuple[Fig
     return floor.figure(f"raw two-hop relay at {rate}/s (baseline)", rate, seconds, None), floor
 
 
+def end_to_end_name(rate: int, kind: str, state_processes: int = 1) -> str:
+    processes = "" if state_processes == 1 else f", state in {state_processes} processes"
+    return f"end to end at {rate}/s (signup to decision: {kind}{processes})"
+
+
 async def end_to_end_case(settings: Settings, rate: int, seconds: float, keep_suspended: bool = True,
-                          floor: Latencies | None = None) -> Figure:
+                          floor: Latencies | None = None, state_processes: int = 1) -> Figure:
     """Signup to its decision on `suspension.state`: a suspension in a space that keeps new members
-    suspended, the first state record (not suspended) in one that lets them in."""
+    suspended, the first state record (not suspended) in one that lets them in. ``state_processes``: the
+    state worker's ``--processes``."""
     space = f"e2e-{uuid.uuid4().hex[:6]}"
     await skip_backlog(settings, settings.state_group, SUSPENSION_COMMANDS.name)
     # One process per worker, as docker-compose deploys them.
     worker = bench_worker(settings, "triggers")
-    state_worker = bench_worker(settings, "state")
+    state_worker = bench_worker(settings, "state", *(("--processes", str(state_processes))
+                                                      if state_processes > 1 else ()))
     try:
         await asyncio.gather(worker.wait_ready(120), state_worker.wait_ready(120))
         # The local broker keeps an earlier case's stopped member listed until a later join evicts it: until
         # then a new member holds only some partitions. Measure once each holds all of its group's.
         await asyncio.gather(holds_all(worker, "triggers", 3 * settings.topic_partitions),
-                             holds_all(state_worker, "state", settings.topic_partitions))
+                             holds_all(state_worker, "state", settings.topic_partitions,
+                                       processes=state_processes))
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=0)
         await producer.start()
         try:
@@ -190,6 +212,7 @@ async def end_to_end_case(settings: Settings, rate: int, seconds: float, keep_su
         worker.stop()
         state_worker.stop()
     kind = "suspended" if keep_suspended else "admitted"
-    figure = measured.figure(f"end to end at {rate}/s (signup to decision: {kind})", rate, seconds, floor)
-    figure.notes.insert(0, "triggers and state in one process each")
+    figure = measured.figure(end_to_end_name(rate, kind, state_processes), rate, seconds, floor)
+    figure.notes.insert(0, "triggers and state in one process each" if state_processes == 1
+                        else f"triggers in one process, state in {state_processes} (--processes)")
     return figure

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -61,11 +63,16 @@ BENCH_GROUP_TIMEOUTS = {"SUSPENSIONS_KAFKA_SESSION_TIMEOUT_MS": "6000", "SUSPENS
 
 
 def bench_worker(settings: Settings, *workers: str, **env: str) -> WorkerProcess:
-    """A worker process as production runs it, quiet, its log in a temporary file."""
+    """A worker process as production runs it, quiet, its log in a temporary file. With ``BENCH_WORKER_TREE``
+    set (a checkout of another commit), every worker the bench starts runs that tree's code, while the load
+    and the measuring stay this tree's: a whole case, old against new (``bench/against_tree.py`` alternates one
+    worker's throughput)."""
     log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
     log.close()
+    tree = os.environ.get("BENCH_WORKER_TREE")
+    other_tree = {"PYTHONPATH": tree, "PYTHONSAFEPATH": "1"} if tree else {}
     return WorkerProcess(settings, workers, {"SUSPENSIONS_LOG_LEVEL": "WARNING", "SUSPENSIONS_LAG_SAMPLE_INTERVAL_S": "0",
-                                              **BENCH_GROUP_TIMEOUTS, **env}, Path(log.name)).start()
+                                              **BENCH_GROUP_TIMEOUTS, **other_tree, **env}, Path(log.name)).start()
 
 
 async def skip_backlog(settings: Settings, group: str, topic: str) -> bool:
@@ -120,14 +127,22 @@ async def seed_states(settings: Settings, rows: list[tuple[str, str, bool, list[
         await conn.close()
 
 
-async def holds_all(worker: WorkerProcess, name: str, partitions: int, timeout_s: float = 120.0) -> None:
+async def holds_all(worker: WorkerProcess, name: str, partitions: int, timeout_s: float = 120.0,
+                    processes: int = 1) -> None:
+    """Wait until the worker's processes (``--processes``: the others serve on the HTTP port plus their
+    number) hold all of its group's partitions between them."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/readyz", timeout=2) as response:
-                held = json.loads(response.read())["workers"][name]["partitions"]
-        except OSError:
-            held = 0
+        held = 0
+        for number in range(processes):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port + number}/readyz",
+                                            timeout=2) as response:
+                    held += json.loads(response.read())["workers"][name]["partitions"]
+            except urllib.error.HTTPError as error:  # not ready yet (a process with no partition): same body
+                held += json.loads(error.read())["workers"][name]["partitions"]
+            except OSError:
+                pass
         if held >= partitions:
             return
         if time.monotonic() > deadline:

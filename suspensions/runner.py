@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Sequence
 
 import asyncpg
@@ -134,6 +136,82 @@ def _report_database(workers: Sequence[tuple[WorkerSpec, WorkerHealth]], cause: 
     for spec, health in workers:
         if spec.needs_database:
             health.database_ok, health.database_cause = False, cause
+
+
+def process_count(processes: str) -> int:
+    """``--processes``: a number of at least 1, or ``auto`` for the machine's cores."""
+    if processes == "auto":
+        return os.cpu_count() or 1
+    count = int(processes)
+    if count < 1:
+        raise ValueError("--processes must be at least 1 (or auto)")
+    return count
+
+
+async def run_processes(settings: Settings, names: Sequence[str], processes: int, stop: asyncio.Event,
+                        parent_pid: int | None = None) -> int:
+    """Run the named workers in ``processes`` processes: this one and ``processes - 1`` more started as
+    ``suspensions run NAMES --processes 1``. Each worker's processes are members of its one consumer group, so
+    they split its partitions (each partition still has one owner at a time, and its lock makes two take
+    turns). The API runs in this process only (one port); another process's ``/metrics`` and ``/readyz`` are
+    on ``SUSPENSIONS_HTTP_PORT`` + its number (none when the port is 0). Stopping this process stops the
+    others, each finishing its batches; one that ends by itself stops them all, so that whatever supervises
+    this process sees it end and restarts it whole; and one whose first process is gone (killed) stops too
+    (``parent_pid``), so none outlives it. Returns the exit code: 0, or 1 when a process failed."""
+    others = [name for name in names if name != API]
+    children: list[asyncio.subprocess.Process] = []
+    failed = False
+    if others:
+        for number in range(1, processes):
+            env = {**os.environ,
+                   "SUSPENSIONS_HTTP_PORT": str(settings.http_port + number if settings.http_port else 0)}
+            children.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "suspensions", "run", *others, "--processes", "1",
+                "--parent-pid", str(os.getpid()), env=env))
+        log.info("worker processes started", extra={"processes": processes, "workers": others})
+
+    async def watch(child: asyncio.subprocess.Process) -> None:
+        nonlocal failed
+        code = await child.wait()
+        if not stop.is_set():
+            failed = True
+            log.error("a worker process ended by itself: stopping the others",
+                      extra={"pid": child.pid, "exit_code": code})
+            stop.set()
+
+    async def follow(parent: int) -> None:
+        while not stop.is_set():
+            if os.getppid() != parent:
+                log.warning("the first worker process is gone: stopping", extra={"parent_pid": parent})
+                stop.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    watchers = [asyncio.create_task(watch(child)) for child in children]
+    if parent_pid is not None:
+        watchers.append(asyncio.create_task(follow(parent_pid)))
+    try:
+        await run_workers(settings, names, stop)
+    except Exception:
+        failed = True
+        raise
+    finally:
+        stop.set()
+        for child in children:
+            if child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                await asyncio.wait_for(child.wait(), settings.shutdown_grace_s + 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                await child.wait()
+            failed = failed or child.returncode not in (0, -signal.SIGTERM)
+        await asyncio.gather(*watchers, return_exceptions=True)
+    return 1 if failed else 0
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

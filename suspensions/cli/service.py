@@ -107,9 +107,14 @@ def db_migrate() -> None:
 def run(
     workers: Annotated[list[str] | None, typer.Argument(
         help=f"{', '.join(RUNNABLE_NAMES)} (default: all; api is the operator API and console)")] = None,
+    processes: Annotated[str, typer.Option(
+        "--processes", help="Processes per worker: a number, or auto for the machine's cores (default 1: README, "
+                            "'Processes per worker').")] = "1",
+    parent_pid: Annotated[int | None, typer.Option("--parent-pid", hidden=True,
+                                                   help="Set by the first process for the ones it starts.")] = None,
 ) -> None:
     """Run the named workers (and the operator API) until SIGINT/SIGTERM, then stop cleanly."""
-    from suspensions.runner import install_signal_handlers, run_workers
+    from suspensions.runner import install_signal_handlers, process_count, run_processes
 
     config = settings()
     configure_logging(config.log_level, config.log_format)
@@ -117,14 +122,20 @@ def run(
     unknown = sorted(set(names) - set(RUNNABLE_NAMES))
     if unknown:
         fail(f"unknown worker(s) {', '.join(unknown)}; choose from {', '.join(RUNNABLE_NAMES)}", 2)
+    try:
+        count = process_count(processes)
+    except ValueError:
+        fail(f"--processes takes a number of at least 1, or auto; not {processes!r}", 2)
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run_workers(config, names, stop)
+        return await run_processes(config, names, count, stop, parent_pid)
 
     settle_collector(serves_requests=API in names)
-    run_async(main())
+    code = run_async(main())
+    if code:
+        raise typer.Exit(code)
 
 
 def dev(

@@ -37,10 +37,12 @@ class Raced:
 
 
 async def as_owner(pool: asyncpg.Pool, handler: StateHandler | BillingHandler, batch: list[ConsumerRecord],
-                   applied: asyncio.Event | None = None, release: asyncio.Event | None = None) -> list[OutgoingRecord]:
+                   applied: asyncio.Event | None = None, release: asyncio.Event | None = None,
+                   lock_on_enter: bool = True) -> list[OutgoingRecord]:
     """Apply a batch of partition 0 in a unit of work, as the batch worker does (with ``applied`` and
-    ``release``: say when applied, and commit only once released)."""
-    async with UnitOfWork(pool, batch[0].topic, [0], 1_000_000) as uow:
+    ``release``: say when applied, and commit only once released). ``lock_on_enter=False``: the lock is
+    taken by the handler's first read, as the state worker's batches take it."""
+    async with UnitOfWork(pool, batch[0].topic, [0], 1_000_000, lock_on_enter=lock_on_enter) as uow:
         records = await handler.handle(uow, batch)
         if applied is not None and release is not None:
             applied.set()
@@ -50,7 +52,7 @@ async def as_owner(pool: asyncpg.Pool, handler: StateHandler | BillingHandler, b
 
 
 async def two_owners(db_url: str, handler: StateHandler | BillingHandler, first_batch: list[ConsumerRecord],
-                     second_batch: list[ConsumerRecord]) -> Raced:
+                     second_batch: list[ConsumerRecord], lock_on_enter: bool = True) -> Raced:
     """Two owners commit a batch of partition 0 each in their unit of work, as the batch worker does: the
     first keeps its transaction open until the second is seen waiting for a lock, then commits."""
     pools = [await asyncpg.create_pool(db_url, min_size=1, max_size=1) for _ in range(2)]  # one connection each
@@ -59,9 +61,9 @@ async def two_owners(db_url: str, handler: StateHandler | BillingHandler, first_
         async with pools[1].acquire() as conn:
             second_pid = conn.get_server_pid()
         applied, release = asyncio.Event(), asyncio.Event()
-        first = asyncio.create_task(as_owner(pools[0], handler, first_batch, applied, release))
+        first = asyncio.create_task(as_owner(pools[0], handler, first_batch, applied, release, lock_on_enter))
         await asyncio.wait_for(applied.wait(), 10)
-        second = asyncio.create_task(as_owner(pools[1], handler, second_batch))
+        second = asyncio.create_task(as_owner(pools[1], handler, second_batch, lock_on_enter=lock_on_enter))
 
         async def second_waits() -> bool:
             return bool(await observer.fetchval(
@@ -82,7 +84,14 @@ async def history_of(conn: asyncpg.Connection, customer: str) -> list[str]:
     return [row["command_id"] for row in rows]
 
 
-async def test_a_second_owner_waiting_on_the_lock_applies_nothing_again(isolated: Settings) -> None:
+# Taken on entering the unit of work (as the billing worker's batches take it), or in the state worker's one
+# read of its batch (``state_batch_read``, migration 013): the second owner waits in either.
+LOCK_PLACES = pytest.mark.parametrize("lock_on_enter", [True, False], ids=["lock on entering", "lock in the read"])
+
+
+@LOCK_PLACES
+async def test_a_second_owner_waiting_on_the_lock_applies_nothing_again(isolated: Settings,
+                                                                         lock_on_enter: bool) -> None:
     space, customer = uid("space"), uid("owners")
     handler = StateHandler("state", Metrics())
     signup = builders.command(customer, space, reason="signup")
@@ -95,7 +104,7 @@ async def test_a_second_owner_waiting_on_the_lock_applies_nothing_again(isolated
     try:
         batch = [builders.command(customer, space, reason="plan"), builders.command(customer, space, action="lift")]
 
-        await two_owners(isolated.database_url, handler, as_records(batch), as_records(batch))
+        await two_owners(isolated.database_url, handler, as_records(batch), as_records(batch), lock_on_enter)
 
         state = await queries.customer_state(conn, customer)
         assert state is not None and not state.suspended and state.version == 3  # suspend, plan, lift
@@ -105,8 +114,9 @@ async def test_a_second_owner_waiting_on_the_lock_applies_nothing_again(isolated
         await conn.close()
 
 
+@LOCK_PLACES
 async def test_a_second_owner_of_a_customer_with_no_row_yet_waits_and_applies_only_the_rest(
-        isolated: Settings) -> None:
+        isolated: Settings, lock_on_enter: bool) -> None:
     """No row to lock: the second owner waits on the partition instead, then applies only what is new."""
     space, customer = uid("space"), uid("owners")
     signup = builders.command(customer, space, reason="signup")
@@ -114,7 +124,7 @@ async def test_a_second_owner_of_a_customer_with_no_row_yet_waits_and_applies_on
 
     # The first owner writes the customer's first row; the second has the same record and the next one.
     await two_owners(isolated.database_url, StateHandler("state", Metrics()), as_records([signup]),
-                     as_records([signup, lift]))
+                     as_records([signup, lift]), lock_on_enter)
 
     conn = await asyncpg.connect(isolated.database_url)
     try:

@@ -44,17 +44,16 @@ class MemoryStore:
     async def lock_states(self, customer_ids: Iterable[str], *, share: bool = False) -> dict[str, CustomerState]:
         return {c: replace(self.states[c]) for c in customer_ids if c in self.states}
 
-    async def processed_among(self, command_ids: Iterable[str]) -> set[str]:
-        return {c for c in command_ids if c in self.processed}
+    async def read_for_commands(self, customer_ids: Iterable[str],
+                                command_ids: Iterable[str]) -> tuple[dict[str, CustomerState], set[str]]:
+        return await self.lock_states(customer_ids), {c for c in command_ids if c in self.processed}
 
     async def write_applied(self, states: Sequence[CustomerState], history: Sequence[HistoryRow],
-                            outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
+                            outcomes: Sequence[tuple[str, str]], at: datetime, schedules: Sequence[ScheduleRow]) -> None:
         self.states.update((s.customer_id, s) for s in states)
         self.history.extend(history)
         self.processed.update(outcomes)
-
-    async def write_schedules(self, rows: Sequence[ScheduleRow]) -> None:
-        self.schedules.update((r.schedule_id, r) for r in rows)
+        self.schedules.update((r.schedule_id, r) for r in schedules)
 
     async def settle_dropped_jobs(self, settlements: dict[str, tuple[str, str]], at: datetime) -> dict[str, list[str]]:
         settled: dict[str, list[str]] = {c: [] for c in settlements}

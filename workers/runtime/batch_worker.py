@@ -70,7 +70,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's
 
 
 class BatchWorker:
-    def __init__(self, context: WorkerContext, source_topic: str, handler: BatchHandler) -> None:
+    def __init__(self, context: WorkerContext, source_topic: str, handler: BatchHandler, *,
+                 lock_in_first_read: bool = False) -> None:
         self.context = context
         self.name = context.name
         self.group_id = context.group
@@ -80,6 +81,9 @@ class BatchWorker:
         self.pool = context.database
         self.source_topic = source_topic
         self.handler = handler
+        # True: the handler's first read takes the partition lock in its own round trip (the state worker's
+        # ``read_for_commands``); else the unit of work takes it on entering, in a statement of its own.
+        self.lock_in_first_read = lock_in_first_read
         self.outbox = Outbox(source_topic, self.pool, context.producer)
         self.assigned: set[int] = set()
         self.outbox_to_flush: set[int] = set()
@@ -239,8 +243,8 @@ class BatchWorker:
         """Run ``produce`` in one unit of work of these source partitions and commit what it returns to the
         outbox (deleting the rows published since the last one); returns the new row ids and the records."""
         with self.outbox.published_to_delete() as published:
-            async with UnitOfWork(self.pool, self.source_topic, partitions,
-                                  self.settings.kafka_max_record_bytes) as uow:
+            async with UnitOfWork(self.pool, self.source_topic, partitions, self.settings.kafka_max_record_bytes,
+                                  lock_on_enter=not self.lock_in_first_read) as uow:
                 outgoing = await produce(uow)
                 return [(await uow.commit(outgoing, published), outgoing)]
 

@@ -109,28 +109,36 @@ async def lock_source_partitions(conn: asyncpg.Connection, source_topic: str, pa
     work. Its own statement, first in the transaction, so the next ones see what the other committed.
     A transaction-level advisory lock per partition: a handful per batch, whatever its size.
     """
-    keys = sorted({f"{source_topic}:{partition}" for partition in partitions})
+    keys = partition_lock_keys(source_topic, partitions)
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) FROM (SELECT unnest($1::text[]) AS key ORDER BY 1) AS k",
         keys,
     )
 
 
+def partition_lock_keys(source_topic: str, partitions: Iterable[int]) -> list[str]:
+    """The names of the source partitions' locks, in the order they are taken (``state_batch_read``, migration
+    013, takes the same ones)."""
+    return sorted({f"{source_topic}:{partition}" for partition in partitions})
+
+
 async def replace_rows(conn: asyncpg.Connection, source_topic: str, records: Sequence[OutgoingRecord],
-                       published_ids: Sequence[int]) -> list[int]:
+                       published_ids: Sequence[int], before: str = "", before_arguments: Sequence[object] = ()) -> list[int]:
     """Delete the rows already published and insert this batch's records, one row per source partition
-    and in order, in one statement; returns the new row ids."""
-    if not records and not published_ids:
+    and in order, in one statement; returns the new row ids. ``before``: common table expressions of the
+    batch's own writes (parameters ``before_arguments``, numbered from $1), run in the same statement."""
+    if not records and not published_ids and not before:
         return []
     by_partition: dict[int, list[OutgoingRecord]] = {}
     for record in records:
         by_partition.setdefault(record.source_partition, []).append(record)
+    n = len(before_arguments)
     rows = await conn.fetch(
-        "WITH published AS (DELETE FROM outbox WHERE id = ANY($4::bigint[])) "
+        f"WITH {before + ',' if before else ''} published AS (DELETE FROM outbox WHERE id = ANY(${n + 4}::bigint[])) "
         f"INSERT INTO outbox (source_topic, source_partition, records, format) "
-        f"SELECT $1, *, {FORMAT_MSGPACK} FROM unnest($2::int[], $3::bytea[]) RETURNING id",
-        source_topic, list(by_partition), [pack_records(group) for group in by_partition.values()],
-        list(published_ids),
+        f"SELECT ${n + 1}, *, {FORMAT_MSGPACK} FROM unnest(${n + 2}::int[], ${n + 3}::bytea[]) RETURNING id",
+        *before_arguments, source_topic, list(by_partition),
+        [pack_records(group) for group in by_partition.values()], list(published_ids),
     )
     return [row["id"] for row in rows]
 

@@ -1,4 +1,5 @@
-"""Applies a batch of suspension commands: state, history, processed ids and outbox, one transaction."""
+"""Applies a batch of suspension commands: state, history, processed ids and outbox, one transaction: one
+round trip reads (the partition lock, the states, the processed ids), one writes (with the outbox rows)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ class StateHandler:
         occurred_at = utc_iso(now)
         commands, outputs = decode_customer_records(records, SuspensionCommand, self.worker, self.metrics)
 
-        stored = await store.lock_states((c.customer_id for _, c in commands))
-        processed = await store.processed_among((c.command_id for _, c in commands))
+        stored, processed = await store.read_for_commands((c.customer_id for _, c in commands),
+                                                          (c.command_id for _, c in commands))
         plan = plan_batch(stored, processed, commands, now)
 
         history: list[HistoryRow] = []
@@ -89,8 +90,7 @@ class StateHandler:
             if jobs and applied.transition.settle_missed_invoices is MissedInvoices.BILL:
                 outputs[applied.position].extend(rebilled_record(job, record) for job in jobs)
 
-        await store.write_applied(list(plan.final_states.values()), history, outcomes, now)
-        await store.write_schedules(list(schedules.values()))
+        await store.write_applied(list(plan.final_states.values()), history, outcomes, now, list(schedules.values()))
         self._count(counts)
         return [out for position in sorted(outputs) for out in outputs[position]]
 

@@ -25,7 +25,7 @@ class StateWorker:
     def __init__(self, context: WorkerContext) -> None:
         self.context = context
         handler = StateHandler(context.name, context.metrics, context.settings.lifecycle_events)
-        self.batches = BatchWorker(context, SUSPENSION_COMMANDS.name, handler)
+        self.batches = BatchWorker(context, SUSPENSION_COMMANDS.name, handler, lock_in_first_read=True)
         self.firer = ScheduleFirer(context, lambda: self.batches.assigned)
         self.pruner = Pruner(state_rules(context.settings), context.database, context.settings, context.metrics)
 

@@ -124,14 +124,29 @@ async def lock_states(conn: asyncpg.Connection, customer_ids: Iterable[str], *, 
     return {row["customer_id"]: state_from_row(row) for row in rows}
 
 
-async def processed_among(conn: asyncpg.Connection, command_ids: Iterable[str]) -> set[str]:
-    """Which of these commands were applied or rejected before. Asked after ``lock_states`` in its
-    own statement: a statement's snapshot is taken when it starts, so a check in the locking
-    statement would miss ids committed by the transaction it waited for."""
+async def read_for_commands(conn: asyncpg.Connection, lock_keys: Sequence[str], customer_ids: Iterable[str],
+                            command_ids: Iterable[str]) -> tuple[dict[str, CustomerState], set[str]]:
+    """The source partitions' lock (``lock_keys``, none when held already), then the batch's stored states,
+    locked, then which of its command ids were processed before, in one round trip: ``state_batch_read``
+    (migration 013) runs the three statements server-side, each with a fresh snapshot, so the ids read after
+    the lock include those committed by the transaction it waited for (one SQL statement could not: its
+    snapshot is taken before it waits)."""
     rows = await conn.fetch(
-        "SELECT command_id FROM processed_commands WHERE command_id = ANY($1::text[])", list(set(command_ids))
+        f"SELECT processed_id, {STATE_COLUMNS} FROM state_batch_read($1::text[], $2::text[], $3::text[])",
+        list(lock_keys), sorted(set(customer_ids)), list(set(command_ids)),
     )
-    return {row["command_id"] for row in rows}
+    states: dict[str, CustomerState] = {}
+    processed: set[str] = set()
+    for row in rows:
+        processed_id = row["processed_id"]
+        if processed_id is not None:
+            processed.add(processed_id)
+        else:
+            values = {name: row[name] for name in STATE_FIELDS}
+            values["reasons"] = tuple(_REASONS[reason] for reason in values["reasons"])
+            values["scheduled"] = scheduled_from_json(values["scheduled"])
+            states[values["customer_id"]] = CustomerState(**values)
+    return states, processed
 
 
 HISTORY_NAMES = [field.name for field in dataclasses.fields(HistoryRow)]
@@ -139,31 +154,10 @@ HISTORY_FIELDS = ", ".join(HISTORY_NAMES)
 HISTORY_COLUMNS = recordset_columns(HistoryRow, HISTORY_NAMES)
 
 
-async def write_applied(conn: asyncpg.Connection, states: Sequence[CustomerState], history: Sequence[HistoryRow],
-                        outcomes: Sequence[tuple[str, str]], at: datetime) -> None:
-    """A batch's new states, history rows and processed ids, in one statement (one round trip). The ids are new
-    by construction: the handler drops those ``processed_among`` found, under the source partitions' lock."""
-    if not (states or history or outcomes):
-        return
-    await conn.execute(
-        f"""
-        WITH states AS (
-            INSERT INTO customer_state ({STATE_COLUMNS})
-            SELECT {STATE_COLUMNS}
-            FROM json_to_recordset($1::json) AS t({STATE_RECORDSET})
-            ON CONFLICT (customer_id) DO UPDATE SET {STATE_UPDATES}
-            WHERE customer_state.version < EXCLUDED.version
-        ), history AS (
-            INSERT INTO command_history ({HISTORY_FIELDS})
-            SELECT {HISTORY_FIELDS}
-            FROM ROWS FROM (json_to_recordset($2::json) AS ({HISTORY_COLUMNS})) WITH ORDINALITY AS t
-            ORDER BY t.ordinality  -- ids in the batch's order
-        )
-        INSERT INTO processed_commands (command_id, outcome, processed_at)
-        SELECT pair->>0, pair->>1, $4 FROM json_array_elements($3::json) AS pair
-        """,
-        json_rows(states), json_rows(history), json_rows(outcomes), at,
-    )
+def applied_arguments(states: Sequence[CustomerState], history: Sequence[HistoryRow],
+                      outcomes: Sequence[tuple[str, str]], at: datetime, schedules: Sequence[ScheduleRow]) -> list[object]:
+    """The parameters $1 to $5 of ``APPLIED_CTES``."""
+    return [json_rows(states), json_rows(history), json_rows(outcomes), at, json_rows(schedules)]
 
 
 async def settle_dropped_jobs(
@@ -238,14 +232,30 @@ SCHEDULE_COLUMNS = recordset_columns(ScheduleRow, SCHEDULE_NAMES)
 SCHEDULE_UPDATES = ", ".join(f"{name} = EXCLUDED.{name}" for name in SCHEDULE_NAMES if name != "schedule_id")
 
 
-async def write_schedules(conn: asyncpg.Connection, rows: Sequence[ScheduleRow]) -> None:
-    """New, moved and ended schedules of a batch, in one statement (a schedule appears once per batch)."""
-    if rows:
-        await conn.execute(
-            f"INSERT INTO schedules ({SCHEDULE_FIELDS}) SELECT {SCHEDULE_FIELDS} "
-            f"FROM json_to_recordset($1::json) AS t({SCHEDULE_COLUMNS}) "
-            f"ON CONFLICT (schedule_id) DO UPDATE SET {SCHEDULE_UPDATES}",
-            json_rows(rows))
+# A batch's writes as common table expressions ($1 states, $2 history, $3 processed ids and outcomes, $4 their
+# moment, $5 schedules), for one statement with the outbox's rows (``UnitOfWork.commit``): the state worker's
+# batch writes in one round trip. The processed ids are new by construction: the handler drops those
+# ``read_for_commands`` found, under the source partitions' lock.
+APPLIED_CTES = f"""
+    applied_states AS (
+        INSERT INTO customer_state ({STATE_COLUMNS})
+        SELECT {STATE_COLUMNS}
+        FROM json_to_recordset($1::json) AS t({STATE_RECORDSET})
+        ON CONFLICT (customer_id) DO UPDATE SET {STATE_UPDATES}
+        WHERE customer_state.version < EXCLUDED.version
+    ), applied_history AS (
+        INSERT INTO command_history ({HISTORY_FIELDS})
+        SELECT {HISTORY_FIELDS}
+        FROM ROWS FROM (json_to_recordset($2::json) AS ({HISTORY_COLUMNS})) WITH ORDINALITY AS t
+        ORDER BY t.ordinality  -- ids in the batch's order
+    ), applied_ids AS (
+        INSERT INTO processed_commands (command_id, outcome, processed_at)
+        SELECT pair->>0, pair->>1, $4 FROM json_array_elements($3::json) AS pair
+    ), applied_schedules AS (
+        INSERT INTO schedules ({SCHEDULE_FIELDS}) SELECT {SCHEDULE_FIELDS}
+        FROM json_to_recordset($5::json) AS t({SCHEDULE_COLUMNS})
+        ON CONFLICT (schedule_id) DO UPDATE SET {SCHEDULE_UPDATES}
+    )"""
 
 
 async def due_schedules(conn: asyncpg.Connection, partitions: Sequence[int], now: datetime,
