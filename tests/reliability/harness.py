@@ -80,6 +80,21 @@ async def wait_for_count(db_url: str, sql: str, at_least: int, timeout_s: float,
     await wait_until(reached, timeout_s, what)
 
 
+async def wait_until_decided(db_url: str, commands: int, jobs: int = 0, timeout_s: float = 240) -> None:
+    """``commands`` command ids applied and ``jobs`` invoice jobs decided, then the outbox empty: every
+    decision made and published."""
+    await wait_for_count(db_url, "SELECT count(*) FROM processed_commands", commands, timeout_s,
+                         "every command applied")
+    if jobs:
+        await wait_for_count(db_url, "SELECT count(*) FROM invoice_decisions", jobs, timeout_s, "every job decided")
+    await wait_for_count(db_url, "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60,
+                         "the outbox drained")
+
+
+def distinct_commands(stream: Sequence[dict[str, Any]]) -> int:
+    return len({c["command_id"] for c in stream})
+
+
 def _json(value: bytes | None) -> Any:
     """A record's value as JSON, or None for one that is not (the hostile-input tests put such on topics)."""
     try:

@@ -32,8 +32,10 @@ from tests.reliability.harness import (
     command_stream,
     count,
     customers,
+    distinct_commands,
     produce,
     wait_for_count,
+    wait_until_decided,
 )
 from tests.support import WorkerProcess, create_database, uid, wait_for_http, wait_until
 from topics import SUSPENSION_COMMANDS
@@ -94,14 +96,6 @@ async def outlast(started_at: float, seconds: float, worker: WorkerProcess) -> N
     await wait_until(over, seconds + 30, f"{seconds} s of the fault")
 
 
-async def every_command_applied(settings: Settings, stream: list[dict[str, Any]], timeout_s: float) -> None:
-    distinct = len({c["command_id"] for c in stream})
-    await wait_for_count(settings.database_url, "SELECT count(*) FROM processed_commands", distinct, timeout_s,
-                         "every command applied")
-    await wait_for_count(settings.database_url, "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1,
-                         60, "the outbox drained")
-
-
 async def test_a_stopped_database_under_load_stalls_then_resumes_exactly_once(
         own_postgres: tuple[Settings, LocalPostgres], tmp_path: Path) -> None:
     local, postgres = own_postgres
@@ -135,7 +129,7 @@ async def test_a_stopped_database_under_load_stalls_then_resumes_exactly_once(
             assert answer.json()["detail"].startswith(("busy", "unavailable")), answer.text
             assert answered_after < 10, f"the API answered after {answered_after:.1f} s"
             await outlast(stopped_at, 12, worker)  # several times every timeout
-        await every_command_applied(local, stream, 180)
+        await wait_until_decided(local.database_url, distinct_commands(stream), timeout_s=180)
         await ready_again(worker, 60)
         await assert_state_matches_oracle(local, stream)
         retries = await asyncio.to_thread(worker.metric, "suspensions_transient_failures_total",
@@ -182,7 +176,7 @@ async def test_a_stopped_broker_under_load_stalls_then_resumes_exactly_once(
             await not_ready_because(worker, "Kafka", 15)
             await outlast(stopped_at, 15, worker)  # past the request and the session timeouts
         await produce(isolated, SUSPENSION_COMMANDS.name, rest)
-        await every_command_applied(isolated, stream, 180)
+        await wait_until_decided(isolated.database_url, distinct_commands(stream), timeout_s=180)
         await ready_again(worker, 60)
         # Applied exactly once; a record whose publishing timed out may be on the topic twice, identically
         # (the contract publishes at least once).
@@ -232,7 +226,7 @@ async def test_a_row_locked_elsewhere_for_30_s_holds_its_partition_back_whole(
                            "SELECT count(*) FROM customer_state WHERE customer_id = $1 AND suspended", held) == 1
         await transaction.rollback()
         stream = [suspend, lift, *others]
-        await every_command_applied(isolated, stream, 60)
+        await wait_until_decided(isolated.database_url, distinct_commands(stream), timeout_s=60)
         await ready_again(worker, 30)
         await assert_state_matches_oracle(isolated, stream)
     finally:
@@ -255,7 +249,7 @@ async def test_a_slow_database_is_slower_not_broken(isolated: Settings, tmp_path
         await worker.wait_ready()
         started = time.monotonic()
         await produce(isolated, SUSPENSION_COMMANDS.name, stream)
-        await every_command_applied(isolated, stream, 180)
+        await wait_until_decided(isolated.database_url, distinct_commands(stream), timeout_s=180)
         print(f"3,000 commands through a database 30 ms away per statement: {time.monotonic() - started:.1f} s")
         await assert_state_matches_oracle(isolated, stream)
         assert await asyncio.to_thread(worker.metric, "suspensions_transient_failures_total",

@@ -23,8 +23,10 @@ from tests.reliability.harness import (
     command_stream,
     count,
     customers,
+    distinct_commands,
     produce,
     wait_for_count,
+    wait_until_decided,
 )
 from tests.support import WorkerProcess, uid, wait_until
 from topics import INVOICE_JOBS, SUSPENSION_COMMANDS
@@ -83,14 +85,7 @@ async def test_database_outage_under_load(own_postgres: tuple[Settings, LocalPos
         assert {c["command_id"] for c in during} <= {c["command_id"] for c in outage_commands}
         assert {j["job_id"] for j in jobs_during} <= {j["job_id"] for j in outage_jobs}
         await asyncio.to_thread(postgres.restart_after_stop)
-        distinct = len({c["command_id"] for c in stream})
-        await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", distinct, 180,
-                             "every command applied after the outage")
-        await wait_for_count(local.database_url, "SELECT count(*) FROM invoice_decisions", len(jobs), 180,
-                             "every job decided after the outage")
-        await wait_for_count(local.database_url,
-                             "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60,
-                             "outbox drained")
+        await wait_until_decided(local.database_url, distinct_commands(stream), len(jobs), 180)
         await _becomes(worker, True, 60, "ready again")
         # Every record produced during the outage was applied after it.
         conn = await asyncpg.connect(local.database_url)

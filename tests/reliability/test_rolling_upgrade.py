@@ -36,9 +36,10 @@ from tests.reliability.harness import (
     command_stream,
     count,
     customers,
+    distinct_commands,
     produce,
     read_topic,
-    wait_for_count,
+    wait_until_decided,
 )
 from tests.reliability.previous_release import Release, ReleaseWorkerProcess, previous_release, run_release_cli
 from tests.reliability.test_crash import REPUBLISHED_AT_MOST, freeze_holding_outbox_rows
@@ -206,13 +207,7 @@ async def test_two_releases_in_the_same_groups_decide_every_record_once(
         switched.set()
         await producing
 
-        distinct = len({c["command_id"] for c in stream})
-        await wait_for_count(settings.database_url, "SELECT count(*) FROM processed_commands",
-                             distinct + len(signups), 240, "every command applied")
-        await wait_for_count(settings.database_url, "SELECT count(*) FROM invoice_decisions", len(jobs), 240,
-                             "every job decided")
-        await wait_for_count(settings.database_url,
-                             "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60, "outbox drained")
+        await wait_until_decided(settings.database_url, distinct_commands(stream) + len(signups), len(jobs))
 
         # Each release did its share: the first before the switch, the second after it, and each says which it is.
         assert all(consumed_by_predecessor[worker] > 0 for worker in WORKERS), consumed_by_predecessor

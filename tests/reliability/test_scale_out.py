@@ -15,9 +15,10 @@ from tests.reliability.harness import (
     assert_state_matches_oracle,
     command_stream,
     customers,
+    distinct_commands,
     produce,
     read_topic,
-    wait_for_count,
+    wait_until_decided,
 )
 from tests.support import WorkerProcess, publish_setting, uid
 from topics import CUSTOMER_SIGNUPS, INVOICE_JOBS, SETTINGS_SIGNUP, SUSPENSION_COMMANDS
@@ -57,13 +58,7 @@ async def test_rebalances_lose_nothing_and_double_nothing(isolated: Settings, tm
         assert not producing.done(), "the stream ended before the scale-in rebalance"
         await producing
 
-        distinct = len({c["command_id"] for c in stream})
-        await wait_for_count(isolated.database_url, "SELECT count(*) FROM processed_commands",
-                             distinct + len(signups), 240, "every command applied")
-        await wait_for_count(isolated.database_url, "SELECT count(*) FROM invoice_decisions", len(jobs), 240,
-                             "every job decided")
-        await wait_for_count(isolated.database_url,
-                             "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1, 60, "outbox drained")
+        await wait_until_decided(isolated.database_url, distinct_commands(stream) + len(signups), len(jobs))
 
         conn = await asyncpg.connect(isolated.database_url)
         try:
