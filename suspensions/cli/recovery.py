@@ -83,7 +83,7 @@ def db_rebuild(
     console.print(
         f"states: {report.states_read:,} records read, {report.states_inserted:,} customers added, "
         f"{report.states_updated:,} moved forward"
-        f"{f', {report.states_skipped:,} records not states, skipped' if report.states_skipped else ''}")
+        f"{f', {report.states_skipped:,} records not states or refused, skipped' if report.states_skipped else ''}")
     console.print(
         f"history: {report.events_read:,} events read, {report.history_added:,} rows and "
         f"{report.processed_added:,} processed ids added"

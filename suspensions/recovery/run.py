@@ -24,7 +24,7 @@ differences are kept in memory (a restored outbox is what a few batches left).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -38,7 +38,7 @@ from suspensions.lag import LagProbe
 from suspensions.recovery import plan
 from suspensions.recovery.topics import partitions_of, read_whole, topic_consumer
 from topics import SUSPENSION_COMMANDS, SUSPENSION_EVENTS, SUSPENSION_STATE
-from workers.runtime import retention
+from workers.runtime import poison, retention
 from workers.runtime.broker_check import BrokerUnavailable
 from workers.runtime.config import Settings
 from workers.runtime.db import rebuild as sql
@@ -200,9 +200,21 @@ async def rebuild(settings: Settings, *, force: bool = False, progress: Progress
             partitions = {state.customer_id: command_partition(state.customer_id, command_partitions)
                           for state in states if state.schedules}
             await sql.remember_state_commands(conn, [s.last_command_id for s in states if s.last_command_id])
-            inserted, updated = await sql.upsert_states(conn, [state.value for state in states], partitions)
-            report.states_inserted += inserted
-            report.states_updated += updated
+
+            async def write(chunk: Sequence[plan.TopicState],
+                            partitions: dict[str, int] = partitions) -> list[tuple[int, int]]:
+                return [await sql.upsert_states(conn, [state.value for state in chunk], partitions)]
+
+            async def skip(state: plan.TopicState, error: BaseException) -> list[tuple[int, int]]:
+                # A record PostgreSQL refuses (a field of the wrong type): skipped and counted, never a stop of
+                # every run at the same record; `db check` then shows its customer.
+                report.states_skipped += 1
+                say(f"skipped the state of {state.customer_id} (version {state.version}): {poison.cause(error)}")
+                return []
+
+            for inserted, updated in await poison.isolate(states, write, skip):  # one statement each: all or none
+                report.states_inserted += inserted
+                report.states_updated += updated
 
         report.seconds_by_step["states"] = time.perf_counter() - step
         say("reading suspension.events")

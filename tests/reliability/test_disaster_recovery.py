@@ -328,3 +328,39 @@ async def test_an_unreachable_dependency_is_one_line_and_exit_2(isolated: Settin
     result = run_cli_env(isolated, {"SUSPENSIONS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "db", "check",
                          timeout_s=60)
     assert result.returncode == 2 and "127.0.0.1:1" in result.stderr, (result.stdout, result.stderr)
+
+
+async def test_a_state_record_postgresql_refuses_is_skipped_and_the_rest_rebuilt(
+        isolated: Settings, tmp_path: Path) -> None:
+    """One record on `suspension.state` with a field of the wrong type (not from the service: the topic is
+    anyone's to write) is skipped and counted; every other customer is rebuilt, and a second run does the
+    same rather than stopping at it."""
+    space = uid("space")
+    people = customers(40)
+    commands = [builders.command(c, space, reason="plan") for c in people]
+    worker = WorkerProcess(isolated, ("state",), log_path=tmp_path / "workers.log").start()
+    try:
+        await worker.wait_ready()
+        await produce(isolated, SUSPENSION_COMMANDS.name, commands)
+        await wait_for_count(isolated.database_url, "SELECT count(*) FROM customer_state", len(people), 60,
+                             "every customer suspended")
+        await wait_for_count(isolated.database_url, "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1,
+                             60, "outbox drained")
+    finally:
+        assert worker.stop() == 0
+    lost = await _states(isolated.database_url)
+    # A later version of one customer whose `suspended` PostgreSQL cannot take as a boolean.
+    bad = {**orjson.loads(orjson.dumps(lost[people[7]].to_record().model_dump(mode="json"))),
+           "version": 9, "suspended": "perhaps"}
+    await produce(isolated, "suspension.state", [bad])
+    await _empty_group(isolated, isolated.state_group)
+
+    empty = isolated.model_copy(update={"database_url": await create_database(isolated, "empty")})
+    await migrate(empty.database_url)
+    for _ in range(2):
+        rebuilt = _cli_json(empty, "db", "rebuild", "--from-topics", code=0)
+        assert rebuilt["states_skipped"] == 1
+    rows = await _states(empty.database_url)
+    assert set(rows) == set(people) - {people[7]}
+    assert all(rows[c] == lost[c] for c in rows)
+    assert _cli_json(empty, "db", "check", code=1)["counts"]["missing_in_database"] == 1
