@@ -131,7 +131,10 @@ async def test_a_stopped_database_under_load_stalls_then_resumes_exactly_once(
             await outlast(stopped_at, 12, worker)  # several times every timeout
         await wait_until_decided(local.database_url, distinct_commands(stream), timeout_s=180)
         await ready_again(worker, 60)
-        await assert_state_matches_oracle(local, stream)
+        # Decided exactly once. A connection dropped while its COMMIT waited in the stopped server's socket may
+        # still commit when the server resumes, after the worker gave the batch up: its records can then be
+        # published twice, identically (the contract publishes at least once).
+        await assert_state_matches_oracle(local, stream, allowed_repeats=len(stream))
         retries = await asyncio.to_thread(worker.metric, "suspensions_transient_failures_total",
                                           dependency="postgresql")
         assert retries >= 1  # the stop was seen as a failure to retry, not waited out in silence
