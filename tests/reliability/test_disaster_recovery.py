@@ -32,6 +32,7 @@ from tests.reliability.harness import (
     customers,
     produce,
     wait_for_count,
+    wait_until_decided,
 )
 from tests.support import WorkerProcess, create_database, run_cli, run_cli_env, uid, wait_until
 from topics import SUSPENSION_COMMANDS
@@ -146,10 +147,7 @@ async def test_an_old_backup_restored_is_brought_forward_from_the_topics(
         await wait_until(lambda: _dump_holding_outbox_rows(worker, local, postgres, dump, distinct_first), 60,
                          "a copy taken mid-run while the outbox holds rows")
         await producing
-        await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", distinct_first, 180,
-                             "every command of the first part applied")
-        await wait_for_count(local.database_url, "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1,
-                             60, "outbox drained")
+        await wait_until_decided(local.database_url, distinct_first, timeout_s=180)
     finally:
         assert worker.stop() == 0
     before_loss = await _rows(local.database_url, STATE_ROWS)
@@ -250,10 +248,7 @@ async def test_an_empty_database_is_rebuilt_with_its_schedules(isolated: Setting
         firing = builders.command(people[1], space, action="suspend", reason="manual", at=soon)  # fires after
         commands += [firing]
         await produce(local, SUSPENSION_COMMANDS.name, commands)
-        await wait_for_count(local.database_url, "SELECT count(*) FROM processed_commands", len(commands), 60,
-                             "every command applied")
-        await wait_for_count(local.database_url, "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1,
-                             60, "outbox drained")
+        await wait_until_decided(local.database_url, len(commands), timeout_s=60)
     finally:
         assert worker.stop() == 0
     lost_states = await _states(local.database_url)
@@ -342,10 +337,7 @@ async def test_a_state_record_postgresql_refuses_is_skipped_and_the_rest_rebuilt
     try:
         await worker.wait_ready()
         await produce(isolated, SUSPENSION_COMMANDS.name, commands)
-        await wait_for_count(isolated.database_url, "SELECT count(*) FROM customer_state", len(people), 60,
-                             "every customer suspended")
-        await wait_for_count(isolated.database_url, "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox", 1,
-                             60, "outbox drained")
+        await wait_until_decided(isolated.database_url, len(commands), timeout_s=60)
     finally:
         assert worker.stop() == 0
     lost = await _states(isolated.database_url)
