@@ -194,14 +194,16 @@ class Outbox:
                     await delete_rows(conn, ids)
 
     async def publish_left_over(self, partitions: Sequence[int]) -> list[OutgoingRecord]:
-        """Publish, then delete, the rows an earlier owner of these source partitions left."""
+        """Publish, then delete, the rows left for these source partitions: by an earlier owner, or by an
+        attempt of ours whose commit went through unseen (a dropped connection). Once published, the rows are
+        among ours to delete: a delete that fails leaves them to the next one, not to be published again."""
         await self.delete_published()  # ours, already published: not again
         async with self._pool.acquire() as conn:
             ids, pending = await pending_rows(conn, self.source_topic, partitions)
         if ids:
             await self.publish(pending)
-            async with self._pool.acquire() as conn:
-                await delete_rows(conn, ids)
+            self.mark_published(ids)
+            await self.delete_published()
         return pending
 
     @contextlib.contextmanager
