@@ -77,15 +77,24 @@ async def freeze_holding_outbox_rows(db_url: str, worker: WorkerProcess, source_
     try:
         async def settled() -> bool:
             """No statement of the stopped worker still running: one sent before the stop (a delete of
-            published rows, a commit) would otherwise change the count after it is taken."""
+            published rows, a commit) would otherwise change the count after it is taken. One waiting for a
+            lock cannot finish while the transaction holding it (another of the stopped worker's) waits too."""
             return not await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND state = 'active' "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state = 'active' "
+                "AND wait_event_type IS DISTINCT FROM 'Lock' "
                 "AND wait_event IS DISTINCT FROM 'ClientWrite'")  # done, its answer waiting for the client
 
         async def stopped_with_rows() -> bool:
             os.kill(worker.running.pid, signal.SIGSTOP)
-            await wait_until(settled, 10, "the stopped worker's statements to finish")
+            try:
+                await wait_until(settled, 10, "the stopped worker's statements to finish")
+            except AssertionError as error:  # say which, for the next reader of a failed run
+                active = await conn.fetch(
+                    "SELECT backend_type, wait_event_type, wait_event, now() - query_start AS running, "
+                    "left(query, 120) AS query FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND state = 'active'")
+                raise AssertionError(f"{error}: {[dict(row) for row in active]}") from None
             if await conn.fetchval("SELECT count(*) FROM outbox WHERE source_topic = $1", source_topic):
                 return True
             os.kill(worker.running.pid, signal.SIGCONT)

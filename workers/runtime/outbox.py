@@ -144,13 +144,14 @@ async def replace_rows(conn: asyncpg.Connection, source_topic: str, records: Seq
 
 
 async def pending_rows(
-    conn: asyncpg.Connection, source_topic: str, partitions: Iterable[int]
+    conn: asyncpg.Connection, source_topic: str, partitions: Iterable[int], published: Iterable[int] = ()
 ) -> tuple[list[int], list[OutgoingRecord]]:
-    """Rows left unpublished for these source partitions: their ids, and their records in order."""
+    """Rows left unpublished for these source partitions (all but the ``published`` ones, whose delete is
+    still to come): their ids, and their records in order."""
     rows = await conn.fetch(
         "SELECT id, source_partition, records, format FROM outbox "
-        "WHERE source_topic = $1 AND source_partition = ANY($2::int[]) ORDER BY id",
-        source_topic, list(partitions),
+        "WHERE source_topic = $1 AND source_partition = ANY($2::int[]) AND id <> ALL($3::bigint[]) ORDER BY id",
+        source_topic, list(partitions), list(published),
     )
     records = [record for row in rows
                for record in unpack_records(row["records"], row["source_partition"], row["format"])]
@@ -175,6 +176,8 @@ class Outbox:
         # Rows already published, deleted in the next batch's transaction (or when idle): one round
         # trip less per batch; a crash before that only re-publishes them.
         self._published_ids: list[int] = []
+        # Published rows a transaction is deleting (``published_to_delete``), visible to others until it commits.
+        self._deleting: set[int] = set()
 
     @property
     def has_published_rows(self) -> bool:
@@ -194,24 +197,28 @@ class Outbox:
                     await delete_rows(conn, ids)
 
     async def publish_left_over(self, partitions: Sequence[int]) -> list[OutgoingRecord]:
-        """Publish, then delete, the rows left for these source partitions: by an earlier owner, or by an
-        attempt of ours whose commit went through unseen (a dropped connection). Once published, the rows are
-        among ours to delete: a delete that fails leaves them to the next one, not to be published again."""
+        """Publish the rows left for these source partitions: by an earlier owner, or by an attempt of ours
+        whose commit went through unseen (a dropped connection). Once published they are deleted as ours are
+        (by the next batch's statement, or when idle), and never read again meanwhile: a delete that fails, or
+        one another batch's transaction has not committed yet, does not publish them a second time."""
         await self.delete_published()  # ours, already published: not again
         async with self._pool.acquire() as conn:
-            ids, pending = await pending_rows(conn, self.source_topic, partitions)
+            ids, pending = await pending_rows(conn, self.source_topic, partitions,
+                                              [*self._published_ids, *self._deleting])
         if ids:
             await self.publish(pending)
             self.mark_published(ids)
-            await self.delete_published()
         return pending
 
     @contextlib.contextmanager
     def published_to_delete(self) -> Iterator[list[int]]:
         """Take the published row ids for deletion; they are put back if the deletion fails."""
         ids, self._published_ids = self._published_ids, []
+        self._deleting.update(ids)
         try:
             yield ids
         except BaseException:
             self._published_ids.extend(ids)
             raise
+        finally:
+            self._deleting.difference_update(ids)
