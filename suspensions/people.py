@@ -247,12 +247,7 @@ async def people_page(conn: asyncpg.Connection, space: str, *, search: str = "",
             where += f" AND s.customer_id > {q(after)}"
         page = f"LIMIT {q(limit)}" + ("" if after is not None else f" OFFSET {q(offset)}")
         rows = await _rows(conn, f"SELECT {_COLUMNS} {_JOINED} WHERE {where} ORDER BY {SORTS[sort]} {page}", q)
-    people = []
-    for row in rows:
-        values = dict(row.items())
-        name, email = values.pop("display_name"), values.pop("email")
-        people.append(Person(state_from_row(values), name, email))
-    return people
+    return [Person(state_from_row(row), row["display_name"], row["email"]) for row in rows]
 
 
 async def profile(conn: asyncpg.Connection, space: str, customer: str) -> Profile | None:
